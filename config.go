@@ -1,0 +1,182 @@
+package nebula
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// Config is the engine's mount-wide configuration (path "config").
+type Config struct {
+	// CacheEnabled turns the in-memory token cache on.
+	CacheEnabled bool `json:"cache_enabled"`
+	// CacheTTL bounds how long a token stays cached.
+	CacheTTL time.Duration `json:"cache_ttl"`
+	// CacheMaxSize bounds the number of cached tokens (LRU).
+	CacheMaxSize int `json:"cache_max_size"`
+	// RefreshAhead is how long before expiry a token counts as expiring: it
+	// leaves the cache then and background refresh renews it.
+	RefreshAhead time.Duration `json:"refresh_ahead"`
+	// AllowedHosts lists the upstream hosts credentials may call; empty
+	// means any https host.
+	AllowedHosts []string `json:"allowed_hosts"`
+	// InsecureHTTPHosts lists hosts that may be called over plain http
+	// (development and tests on loopback). Entries are host or host:port.
+	InsecureHTTPHosts []string `json:"insecure_http_hosts"`
+	// AuditEnabled turns the engine's audit trail on.
+	AuditEnabled bool `json:"audit_enabled"`
+	// AuditRetention is how long audit events are kept.
+	AuditRetention time.Duration `json:"audit_retention"`
+	// AuditSync writes audit events on the request path instead of in
+	// batches (slower reads, nothing lost in a crash).
+	AuditSync bool `json:"audit_sync"`
+	// FlowTTL is how long an interactive flow stays open.
+	FlowTTL time.Duration `json:"flow_ttl"`
+	// DefaultTokenLifetime is assumed for tokens whose issuer omits
+	// expires_in.
+	DefaultTokenLifetime time.Duration `json:"default_token_lifetime"`
+}
+
+// Limits of configuration values.
+const (
+	maxCacheSize   = 10_000_000
+	maxHostEntries = 256
+)
+
+// DefaultConfig is the configuration of a mount that never wrote config.
+func DefaultConfig() *Config {
+	return &Config{
+		CacheEnabled:         true,
+		CacheTTL:             5 * time.Minute,
+		CacheMaxSize:         10_000,
+		RefreshAhead:         time.Minute,
+		AuditEnabled:         true,
+		AuditRetention:       30 * 24 * time.Hour,
+		FlowTTL:              10 * time.Minute,
+		DefaultTokenLifetime: time.Hour,
+	}
+}
+
+var hostRe = regexp.MustCompile(`^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$`)
+
+// validate checks every field and reports all problems at once.
+func (c *Config) validate() error {
+	var errs []error
+	nonNegative := func(name string, d time.Duration) {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("field %q must not be negative", name))
+		}
+	}
+	nonNegative("cache_ttl", c.CacheTTL)
+	nonNegative("refresh_ahead", c.RefreshAhead)
+	nonNegative("audit_retention", c.AuditRetention)
+	if c.CacheMaxSize < 1 || c.CacheMaxSize > maxCacheSize {
+		errs = append(errs, fmt.Errorf("field %q must be between 1 and %d", "cache_max_size", maxCacheSize))
+	}
+	if c.FlowTTL < time.Minute || c.FlowTTL > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("field %q must be between 1m and 24h", "flow_ttl"))
+	}
+	if c.DefaultTokenLifetime < time.Second || c.DefaultTokenLifetime > 30*24*time.Hour {
+		errs = append(errs, fmt.Errorf("field %q must be between 1s and 720h", "default_token_lifetime"))
+	}
+	errs = append(errs, validateHosts("allowed_hosts", c.AllowedHosts, false))
+	errs = append(errs, validateHosts("insecure_http_hosts", c.InsecureHTTPHosts, true))
+	return errors.Join(errs...)
+}
+
+func validateHosts(field string, hosts []string, withPort bool) error {
+	if len(hosts) > maxHostEntries {
+		return fmt.Errorf("field %q has %d entries; at most %d are allowed", field, len(hosts), maxHostEntries)
+	}
+	var errs []error
+	for _, h := range hosts {
+		host := h
+		if withPort {
+			if hp, port, err := net.SplitHostPort(h); err == nil && port != "" {
+				host = hp
+			}
+		}
+		if net.ParseIP(host) == nil && !hostRe.MatchString(host) {
+			errs = append(errs, fmt.Errorf("field %q: %q is not a host name or IP address", field, h))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// HostAllowed reports whether an upstream URL's scheme and host may be
+// called: https to an allowed host (any, when AllowedHosts is empty), or
+// http to a host listed in InsecureHTTPHosts.
+func (c *Config) HostAllowed(scheme, hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	switch scheme {
+	case "http":
+		return matchHost(c.InsecureHTTPHosts, hostport) || matchHost(c.InsecureHTTPHosts, host)
+	case "https":
+		return len(c.AllowedHosts) == 0 || matchHost(c.AllowedHosts, host)
+	}
+	return false
+}
+
+func matchHost(patterns []string, host string) bool {
+	host = strings.ToLower(host)
+	for _, p := range patterns {
+		p = strings.ToLower(p)
+		if p == host || (strings.HasPrefix(p, "*.") && strings.HasSuffix(host, p[1:])) {
+			return true
+		}
+	}
+	return false
+}
+
+// getConfig returns the mount's configuration, from memory when loaded.
+// The returned value must not be modified.
+func (b *backend) getConfig(ctx context.Context, s logical.Storage) (*Config, error) {
+	b.configMu.RLock()
+	c := b.config
+	b.configMu.RUnlock()
+	if c != nil {
+		return c, nil
+	}
+
+	b.configMu.Lock()
+	defer b.configMu.Unlock()
+	if b.config != nil {
+		return b.config, nil
+	}
+	entry, err := s.Get(ctx, configKey)
+	if err != nil {
+		return nil, storageError("reading config", err)
+	}
+	c = DefaultConfig()
+	if entry != nil {
+		if err := entry.DecodeJSON(c); err != nil {
+			return nil, storageError("decoding config", err)
+		}
+	}
+	b.config = c
+	return c, nil
+}
+
+// putConfig stores the configuration and makes it current.
+func (b *backend) putConfig(ctx context.Context, s logical.Storage, c *Config) error {
+	entry, err := logical.StorageEntryJSON(configKey, c)
+	if err != nil {
+		return storageError("encoding config", err)
+	}
+	b.configMu.Lock()
+	defer b.configMu.Unlock()
+	if err := s.Put(ctx, entry); err != nil {
+		return storageError("writing config", err)
+	}
+	b.config = c
+	return nil
+}

@@ -1,0 +1,324 @@
+package nebula
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/nebula-credential/nebula-credential/types"
+)
+
+// Credential statuses shown by creds/<name> reads.
+const (
+	statusActive  = "active"
+	statusExpired = "expired"
+	statusError   = "error"
+)
+
+// credential is the non-secret part of a credential, stored at
+// "creds/<name>". Its secret fields live in a secretVersion.
+type credential struct {
+	// ID is the id (UUID) of the current version.
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Type    string `json:"type"`
+	Version int    `json:"version"` // current version number, from 1
+
+	Description string            `json:"description,omitempty"`
+	Tags        []string          `json:"tags,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+	// Fields holds the type's non-secret field values.
+	Fields types.Values `json:"fields"`
+
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	// LastError is the last failure of a background operation; empty when
+	// the last one succeeded. It never holds secret material.
+	LastError string `json:"last_error,omitempty"`
+	// IdempotencyKeys lists the storage ids of the idempotency keys used on
+	// this credential, so delete can drop them.
+	IdempotencyKeys []string `json:"idempotency_keys,omitempty"`
+}
+
+// secretVersion is one version of a credential's secret fields, stored
+// seal-wrapped at "secret/<name>/<id>".
+type secretVersion struct {
+	ID        string       `json:"id"`
+	Version   int          `json:"version"`
+	CreatedAt time.Time    `json:"created_at"`
+	Fields    types.Values `json:"fields"`
+}
+
+// idemRecord remembers the request an idempotency key was first used with,
+// stored at "idem/<sha256 of key>".
+type idemRecord struct {
+	Name string `json:"name"`
+	ID   string `json:"id"`
+	// Fingerprint is an HMAC of the request's input (secret fields
+	// included) under the mount's salt; it reveals nothing of the input.
+	Fingerprint string `json:"fingerprint"`
+}
+
+func credKey(name string) string                           { return credsPrefix + name }
+func secretKey(name, id string) string                     { return secretPrefix + name + "/" + id }
+func idemKey(storageID string) string                      { return idemPrefix + storageID }
+func idemStorageID(key string) string                      { return hexSHA256([]byte(key)) }
+func hexSHA256(b []byte) string                            { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+func (c *credential) typ() *types.Type                     { t, _ := types.Lookup(c.Type); return t }
+func (c *credential) secretKey() string                    { return secretKey(c.Name, c.ID) }
+func (s *secretVersion) merged(c *credential) types.Values { return c.Fields.Merge(s.Fields) }
+
+// maxNameLength bounds credential names.
+const maxNameLength = 128
+
+var nameRe = regexp.MustCompile(`^\w(([\w.-]+)?\w)?$`) // framework.GenericNameRegex
+
+func validateName(name string) error {
+	if len(name) > maxNameLength {
+		return fmt.Errorf("name is %d characters long; at most %d are allowed", len(name), maxNameLength)
+	}
+	if !nameRe.MatchString(name) {
+		return fmt.Errorf("name %q is invalid: use letters, digits, '_', '-' and '.', starting and ending with a letter, digit or '_'", name)
+	}
+	return nil
+}
+
+// status derives the credential's status at time now.
+func (c *credential) status(now time.Time) string {
+	if exp := types.ExpiresAt(c.Fields); !exp.IsZero() && !now.Before(exp) {
+		return statusExpired
+	}
+	if c.LastError != "" {
+		return statusError
+	}
+	return statusActive
+}
+
+// responseData is what creds/<name> reads answer: everything but secret
+// fields.
+func (c *credential) responseData(now time.Time) map[string]any {
+	data := map[string]any{}
+	for name, value := range c.Fields {
+		data[name] = value
+	}
+	var expires any
+	if exp := types.ExpiresAt(c.Fields); !exp.IsZero() {
+		expires = exp.UTC().Format(time.RFC3339)
+	}
+	for k, v := range map[string]any{
+		"id":          c.ID,
+		"name":        c.Name,
+		"type":        c.Type,
+		"version":     c.Version,
+		"description": c.Description,
+		"tags":        nonNil(c.Tags),
+		"metadata":    nonNilMap(c.Metadata),
+		"created_at":  c.CreatedAt.UTC().Format(time.RFC3339Nano),
+		"updated_at":  c.UpdatedAt.UTC().Format(time.RFC3339Nano),
+		"expires_at":  expires,
+		"status":      c.status(now),
+		"last_error":  c.LastError,
+	} {
+		data[k] = v
+	}
+	return data
+}
+
+func nonNilMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+// loadCredential reads a credential's metadata; nil when it does not exist.
+func loadCredential(ctx context.Context, s logical.Storage, name string) (*credential, error) {
+	entry, err := s.Get(ctx, credKey(name))
+	if err != nil {
+		return nil, storageError("reading credential", err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	c := &credential{}
+	if err := entry.DecodeJSON(c); err != nil {
+		return nil, storageError("decoding credential", err)
+	}
+	if c.typ() == nil {
+		return nil, storageError("decoding credential", fmt.Errorf("unknown stored type %q", c.Type))
+	}
+	return c, nil
+}
+
+// loadSecret reads one secret version of a credential.
+func loadSecret(ctx context.Context, s logical.Storage, name, id string) (*secretVersion, error) {
+	entry, err := s.Get(ctx, secretKey(name, id))
+	if err != nil {
+		return nil, storageError("reading secret version", err)
+	}
+	if entry == nil {
+		return nil, storageError("reading secret version", fmt.Errorf("version %s of %q is missing", id, name))
+	}
+	sv := &secretVersion{}
+	if err := entry.DecodeJSON(sv); err != nil {
+		return nil, storageError("decoding secret version", err)
+	}
+	return sv, nil
+}
+
+// secretsEqual reports whether every supplied secret field equals the
+// stored one, comparing in constant time.
+func secretsEqual(stored, supplied types.Values) bool {
+	for name, value := range supplied {
+		a, _ := json.Marshal(stored[name])
+		b, _ := json.Marshal(value)
+		if subtle.ConstantTimeCompare(a, b) != 1 {
+			return false
+		}
+	}
+	return true
+}
+
+// fingerprint is an HMAC-SHA256 of the canonical JSON of v under the
+// mount's salt.
+func (b *backend) fingerprint(ctx context.Context, s logical.Storage, v any) (string, error) {
+	key, err := b.getSalt(ctx, s)
+	if err != nil {
+		return "", err
+	}
+	canonical, err := json.Marshal(v) // maps marshal with sorted keys
+	if err != nil {
+		return "", fmt.Errorf("encoding fingerprint input: %w", err)
+	}
+	mac := hmac.New(sha256.New, key)
+	mac.Write(canonical)
+	return hex.EncodeToString(mac.Sum(nil)), nil
+}
+
+// getSalt returns the mount's HMAC key, creating it on first use.
+func (b *backend) getSalt(ctx context.Context, s logical.Storage) ([]byte, error) {
+	b.saltMu.Lock()
+	defer b.saltMu.Unlock()
+	if b.salt != nil {
+		return b.salt, nil
+	}
+	entry, err := s.Get(ctx, saltKey)
+	if err != nil {
+		return nil, storageError("reading salt", err)
+	}
+	if entry != nil {
+		b.salt = entry.Value
+		return b.salt, nil
+	}
+	salt := make([]byte, 32)
+	if _, err := rand.Read(salt); err != nil {
+		return nil, fmt.Errorf("generating salt: %w", err)
+	}
+	if err := s.Put(ctx, &logical.StorageEntry{Key: saltKey, Value: salt, SealWrap: true}); err != nil {
+		return nil, storageError("writing salt", err)
+	}
+	b.salt = salt
+	return salt, nil
+}
+
+// loadIdem reads the record of an idempotency key. A record whose
+// credential no longer exists (or has another id lineage) is stale and
+// reported as absent.
+func loadIdem(ctx context.Context, s logical.Storage, storageID string) (*idemRecord, error) {
+	entry, err := s.Get(ctx, idemKey(storageID))
+	if err != nil {
+		return nil, storageError("reading idempotency key", err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	rec := &idemRecord{}
+	if err := entry.DecodeJSON(rec); err != nil {
+		return nil, storageError("decoding idempotency key", err)
+	}
+	c, err := loadCredential(ctx, s, rec.Name)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil || !containsString(c.IdempotencyKeys, storageID) {
+		return nil, nil
+	}
+	return rec, nil
+}
+
+func containsString(list []string, s string) bool {
+	for _, item := range list {
+		if item == s {
+			return true
+		}
+	}
+	return false
+}
+
+// writeSet applies storage writes in order and, when one fails, restores
+// every key written before it, so a failed request leaves no partial
+// write behind.
+type writeSet struct {
+	s    logical.Storage
+	undo []*undoEntry
+}
+
+type undoEntry struct {
+	key   string
+	prior *logical.StorageEntry // nil: the key did not exist
+}
+
+// put writes entry, remembering what was there.
+func (w *writeSet) put(ctx context.Context, entry *logical.StorageEntry) error {
+	prior, err := w.s.Get(ctx, entry.Key)
+	if err != nil {
+		return err
+	}
+	if err := w.s.Put(ctx, entry); err != nil {
+		return err
+	}
+	w.undo = append(w.undo, &undoEntry{key: entry.Key, prior: prior})
+	return nil
+}
+
+// rollback restores the keys written so far, newest first. It returns the
+// first error; a failed restore is what Vault's storage makes unavoidable.
+func (w *writeSet) rollback(ctx context.Context) error {
+	var errs []error
+	for i := len(w.undo) - 1; i >= 0; i-- {
+		u := w.undo[i]
+		var err error
+		if u.prior == nil {
+			err = w.s.Delete(ctx, u.key)
+		} else {
+			err = w.s.Put(ctx, u.prior)
+		}
+		errs = append(errs, err)
+	}
+	w.undo = nil
+	return errors.Join(errs...)
+}
+
+func jsonEntry(key string, v any, sealWrap bool) (*logical.StorageEntry, error) {
+	entry, err := logical.StorageEntryJSON(key, v)
+	if err != nil {
+		return nil, err
+	}
+	entry.SealWrap = sealWrap
+	return entry, nil
+}
+
+func subtleCompare(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+// providerKey is the storage key of a custom OAuth2 provider preset.
+func providerKey(name string) string { return "providers/" + name }

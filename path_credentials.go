@@ -1,0 +1,508 @@
+package nebula
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/hashicorp/go-uuid"
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/nebula-credential/nebula-credential/types"
+)
+
+// Limits of the common credential fields.
+const (
+	maxDescription     = 1024
+	maxTags            = 64
+	maxTagLength       = 128
+	maxMetadataEntries = 64
+	maxMetadataKey     = 128
+	maxMetadataValue   = 1024
+	maxIdempotencyKey  = 256
+)
+
+// commonFields are the credential fields every type has.
+var commonFields = map[string]*framework.FieldSchema{
+	"name":            {Type: framework.TypeString, Description: "Name of the credential."},
+	"type":            {Type: framework.TypeString, Description: "Credential type: one of types/ (api_key, basic_auth, bearer, oauth2). Required on create; cannot change."},
+	"description":     {Type: framework.TypeString, Description: "Free-text description."},
+	"tags":            {Type: framework.TypeCommaStringSlice, Description: "Tags for grouping and search."},
+	"metadata":        {Type: framework.TypeKVPairs, Description: "Key/value metadata (non-secret)."},
+	"idempotency_key": {Type: framework.TypeString, Description: "Makes a repeated write with the same input a no-op that answers the same id; the same key with other input is a conflict."},
+}
+
+// credentialSchema is the request schema of creds/<name>: the common fields
+// and every type's fields.
+func credentialSchema() map[string]*framework.FieldSchema {
+	schema := map[string]*framework.FieldSchema{}
+	for name, f := range commonFields {
+		schema[name] = f
+	}
+	for _, f := range types.AllFields() {
+		desc := f.Description
+		if f.Secret {
+			desc += " Secret: never returned by reads."
+		}
+		schema[f.Name] = &framework.FieldSchema{Type: frameworkType(f.Kind), Description: desc}
+	}
+	return schema
+}
+
+func frameworkType(k types.FieldKind) framework.FieldType {
+	switch k {
+	case types.KindStringList:
+		return framework.TypeCommaStringSlice
+	case types.KindInt:
+		return framework.TypeInt
+	case types.KindBool:
+		return framework.TypeBool
+	case types.KindTime:
+		return framework.TypeTime
+	}
+	return framework.TypeString
+}
+
+func pathCredentials(b *backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern:      "creds/?$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationSuffix: "credentials"},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{Callback: b.pathCredsList},
+			},
+			HelpSynopsis:    "List credentials.",
+			HelpDescription: "Lists the names of the credentials in this mount.",
+		},
+		{
+			// Any single path segment routes here, so a bad name answers
+			// invalid_input (400) rather than "unsupported path" (404).
+			Pattern:        "creds/(?P<name>[^/]+)$",
+			DisplayAttrs:   &framework.DisplayAttributes{OperationPrefix: "nebula", OperationSuffix: "credential"},
+			Fields:         credentialSchema(),
+			ExistenceCheck: b.credentialExists,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.CreateOperation: &framework.PathOperation{Callback: b.pathCredsWrite},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathCredsWrite},
+				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathCredsRead},
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathCredsDelete},
+			},
+			HelpSynopsis:    "Create, read, update and delete a credential.",
+			HelpDescription: credsHelp,
+		},
+	}
+}
+
+func (b *backend) credentialExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
+	name := d.Get("name").(string)
+	if validateName(name) != nil {
+		return false, nil
+	}
+	c, err := loadCredential(ctx, req.Storage, name)
+	return c != nil, err
+}
+
+func (b *backend) pathCredsList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	names, err := req.Storage.List(ctx, credsPrefix)
+	if err != nil {
+		return nil, storageError("listing credentials", err)
+	}
+	return logical.ListResponse(names), nil
+}
+
+func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateName(name); err != nil {
+		return nil, invalidInput(err)
+	}
+	lock := b.lock(name)
+	lock.RLock()
+	defer lock.RUnlock()
+	c, err := loadCredential(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		return nil, newError(KindNotFound, "credential %q does not exist", name)
+	}
+	return &logical.Response{Data: c.responseData(b.now())}, nil
+}
+
+// credInput is a parsed write to creds/<name>.
+type credInput struct {
+	Name        string            `json:"name"`
+	Type        string            `json:"type,omitempty"`
+	Description *string           `json:"description,omitempty"`
+	Tags        []string          `json:"tags,omitempty"`
+	HasTags     bool              `json:"has_tags,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+	HasMetadata bool              `json:"has_metadata,omitempty"`
+	// Values are the type fields supplied, secret ones included.
+	Values types.Values `json:"values"`
+
+	idempotencyKey string
+}
+
+// parseCredInput reads the request's fields. Type fields are collected
+// without checking them against a type: the caller knows which type
+// applies.
+func parseCredInput(d *framework.FieldData, name string) (*credInput, error) {
+	in := &credInput{Name: name, Values: types.Values{}}
+	var errs []error
+	if err := validateName(name); err != nil {
+		errs = append(errs, err)
+	}
+	if v, ok := d.GetOk("type"); ok {
+		in.Type = v.(string)
+	}
+	if v, ok := d.GetOk("description"); ok {
+		s := v.(string)
+		if len(s) > maxDescription {
+			errs = append(errs, fmt.Errorf("field \"description\" is %d bytes long; at most %d are allowed", len(s), maxDescription))
+		}
+		in.Description = &s
+	}
+	if v, ok := d.GetOk("tags"); ok {
+		in.Tags, in.HasTags = v.([]string), true
+		errs = append(errs, validateTags(in.Tags))
+	}
+	if v, ok := d.GetOk("metadata"); ok {
+		in.Metadata, in.HasMetadata = v.(map[string]string), true
+		errs = append(errs, validateMetadata(in.Metadata))
+	}
+	if v, ok := d.GetOk("idempotency_key"); ok {
+		in.idempotencyKey = v.(string)
+		if len(in.idempotencyKey) > maxIdempotencyKey {
+			errs = append(errs, fmt.Errorf("field \"idempotency_key\" is %d bytes long; at most %d are allowed", len(in.idempotencyKey), maxIdempotencyKey))
+		}
+	}
+	for field := range d.Raw {
+		if _, common := commonFields[field]; common {
+			continue
+		}
+		v, ok, err := d.GetOkErr(field)
+		if err != nil || !ok {
+			continue // unknown fields: the framework warns about them
+		}
+		if t, isTime := v.(time.Time); isTime {
+			v = t.UTC().Format(time.RFC3339)
+		}
+		in.Values[field] = v
+	}
+	return in, errors.Join(errs...)
+}
+
+var tagRe = regexp.MustCompile(`^[\w.:/=+@-]+$`)
+
+func validateTags(tags []string) error {
+	if len(tags) > maxTags {
+		return fmt.Errorf("field \"tags\" has %d items; at most %d are allowed", len(tags), maxTags)
+	}
+	var errs []error
+	for _, tag := range tags {
+		if len(tag) > maxTagLength || !tagRe.MatchString(tag) {
+			errs = append(errs, fmt.Errorf("field \"tags\": tag %q must be 1 to %d characters of letters, digits and _.:/=+@-", truncate(tag, 40), maxTagLength))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func validateMetadata(m map[string]string) error {
+	if len(m) > maxMetadataEntries {
+		return fmt.Errorf("field \"metadata\" has %d entries; at most %d are allowed", len(m), maxMetadataEntries)
+	}
+	var errs []error
+	for k, v := range m {
+		if k == "" || len(k) > maxMetadataKey {
+			errs = append(errs, fmt.Errorf("field \"metadata\": key %q must be 1 to %d bytes long", truncate(k, 40), maxMetadataKey))
+		}
+		if len(v) > maxMetadataValue {
+			errs = append(errs, fmt.Errorf("field \"metadata\": value of %q is %d bytes long; at most %d are allowed", truncate(k, 40), len(v), maxMetadataValue))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// pathCredsWrite creates a credential or updates an existing one. Vault
+// routes a write as create or update by ExistenceCheck; the handler decides
+// again under the credential's lock, since the check ran without it.
+func (b *backend) pathCredsWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	in, err := parseCredInput(d, name)
+	if err != nil {
+		return nil, invalidInput(err)
+	}
+
+	lock := b.lock(name)
+	lock.Lock()
+	defer lock.Unlock()
+
+	done, resp, err := b.replayIdempotent(ctx, req.Storage, in)
+	if done || err != nil {
+		return resp, err
+	}
+	existing, err := loadCredential(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	var c *credential
+	if existing == nil {
+		c, err = b.createCredential(ctx, req.Storage, in)
+	} else {
+		c, err = b.updateCredential(ctx, req.Storage, existing, in)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: c.responseData(b.now())}, nil
+}
+
+// replayIdempotent answers a write whose idempotency key was used before:
+// the same input answers the recorded id and changes nothing; other input is
+// a conflict. done is false when the key is new (or none was given).
+func (b *backend) replayIdempotent(ctx context.Context, s logical.Storage, in *credInput) (done bool, resp *logical.Response, err error) {
+	if in.idempotencyKey == "" {
+		return false, nil, nil
+	}
+	rec, err := loadIdem(ctx, s, idemStorageID(in.idempotencyKey))
+	if err != nil || rec == nil {
+		return false, nil, err
+	}
+	fp, err := b.fingerprint(ctx, s, in)
+	if err != nil {
+		return false, nil, err
+	}
+	if rec.Name != in.Name || !hmacEqual(rec.Fingerprint, fp) {
+		return true, nil, newError(KindDuplicate, "idempotency key was already used with different input")
+	}
+	c, err := loadCredential(ctx, s, in.Name)
+	if err != nil {
+		return true, nil, err
+	}
+	data := c.responseData(b.now())
+	data["id"] = rec.ID
+	return true, &logical.Response{Data: data}, nil
+}
+
+func (b *backend) createCredential(ctx context.Context, s logical.Storage, in *credInput) (*credential, error) {
+	if in.Type == "" {
+		return nil, newError(KindInvalidInput, "field \"type\" is required; one of %v", types.Names())
+	}
+	t, ok := types.Lookup(in.Type)
+	if !ok {
+		return nil, newError(KindUnsupportedType, "type %q is not supported; one of %v", in.Type, types.Names())
+	}
+	values := in.Values.Merge(nil)
+	t.ApplyDefaults(values)
+	if err := t.Check(values); err != nil {
+		return nil, invalidInput(err)
+	}
+	if err := b.checkUpstream(ctx, s, t, values); err != nil {
+		return nil, err
+	}
+	id, err := uuid.GenerateUUID()
+	if err != nil {
+		return nil, fmt.Errorf("generating id: %w", err)
+	}
+	now := b.now().UTC()
+	public, secret := values.Split(t)
+	c := &credential{
+		ID: id, Name: in.Name, Type: t.Name, Version: 1,
+		Tags: in.Tags, Metadata: in.Metadata, Fields: public,
+		CreatedAt: now, UpdatedAt: now,
+	}
+	if in.Description != nil {
+		c.Description = *in.Description
+	}
+	sv := &secretVersion{ID: id, Version: 1, CreatedAt: now, Fields: secret}
+	return c, b.saveCredential(ctx, s, c, sv, in)
+}
+
+func (b *backend) updateCredential(ctx context.Context, s logical.Storage, existing *credential, in *credInput) (*credential, error) {
+	t := existing.typ()
+	if in.Type != "" && in.Type != existing.Type {
+		return nil, newError(KindInvalidInput, "field \"type\" cannot change from %s to %s; delete and re-create the credential", existing.Type, in.Type)
+	}
+	if err := t.CheckInput(in.Values); err != nil {
+		return nil, invalidInput(err)
+	}
+	current, err := loadSecret(ctx, s, existing.Name, existing.ID)
+	if err != nil {
+		return nil, err
+	}
+	public, secret := in.Values.Split(t)
+	c := *existing
+	c.Fields = existing.Fields.Merge(public)
+	if in.Description != nil {
+		c.Description = *in.Description
+	}
+	if in.HasTags {
+		c.Tags = in.Tags
+	}
+	if in.HasMetadata {
+		c.Metadata = in.Metadata
+	}
+	var next *secretVersion
+	if !secretsEqual(current.Fields, secret) {
+		// Different secret values make a new version, as rotation with
+		// supplied values does.
+		id, err := uuid.GenerateUUID()
+		if err != nil {
+			return nil, fmt.Errorf("generating id: %w", err)
+		}
+		c.ID, c.Version = id, existing.Version+1
+		next = &secretVersion{ID: id, Version: c.Version, CreatedAt: b.now().UTC(), Fields: current.Fields.Merge(secret)}
+	}
+	full := c.Fields.Merge(current.Fields)
+	if next != nil {
+		full = c.Fields.Merge(next.Fields)
+	}
+	if err := t.Check(full); err != nil {
+		return nil, invalidInput(err)
+	}
+	if err := b.checkUpstream(ctx, s, t, full); err != nil {
+		return nil, err
+	}
+	c.UpdatedAt = b.now().UTC()
+	if err := b.saveCredential(ctx, s, &c, next, in); err != nil {
+		return nil, err
+	}
+	if next != nil {
+		// The new version is current; the old one goes (immediate strategy).
+		if err := s.Delete(ctx, existing.secretKey()); err != nil {
+			b.logger.Warn("could not delete superseded secret version", "credential", c.Name, "error", err)
+		}
+	}
+	return &c, nil
+}
+
+// checkUpstream checks what a type's values say about upstreams that only
+// the mount knows: that a named provider preset exists.
+func (b *backend) checkUpstream(ctx context.Context, s logical.Storage, t *types.Type, v types.Values) error {
+	if t != types.OAuth2 {
+		return nil
+	}
+	name := v.String("provider")
+	if name == "" {
+		return nil
+	}
+	if _, ok := types.BuiltinProviders[name]; ok {
+		return nil
+	}
+	entry, err := s.Get(ctx, providerKey(name))
+	if err != nil {
+		return storageError("reading provider", err)
+	}
+	if entry == nil {
+		return newError(KindInvalidInput, "field \"provider\": provider %q does not exist (see providers/)", name)
+	}
+	return nil
+}
+
+// saveCredential writes a new secret version (when sv is not nil), the
+// credential's metadata and its idempotency record, all or nothing.
+func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *credential, sv *secretVersion, in *credInput) error {
+	var idem *logical.StorageEntry
+	if in.idempotencyKey != "" {
+		fp, err := b.fingerprint(ctx, s, in)
+		if err != nil {
+			return err
+		}
+		storageID := idemStorageID(in.idempotencyKey)
+		if !containsString(c.IdempotencyKeys, storageID) {
+			c.IdempotencyKeys = append(append([]string(nil), c.IdempotencyKeys...), storageID)
+		}
+		if idem, err = jsonEntry(idemKey(storageID), &idemRecord{Name: c.Name, ID: c.ID, Fingerprint: fp}, false); err != nil {
+			return fmt.Errorf("encoding idempotency record: %w", err)
+		}
+	}
+	entries := []*logical.StorageEntry{}
+	if sv != nil {
+		entry, err := jsonEntry(secretKey(c.Name, sv.ID), sv, true)
+		if err != nil {
+			return fmt.Errorf("encoding secret version: %w", err)
+		}
+		entries = append(entries, entry)
+	}
+	meta, err := jsonEntry(credKey(c.Name), c, false)
+	if err != nil {
+		return fmt.Errorf("encoding credential: %w", err)
+	}
+	entries = append(entries, meta)
+	if idem != nil {
+		entries = append(entries, idem)
+	}
+
+	w := &writeSet{s: s}
+	for _, entry := range entries {
+		if err := w.put(ctx, entry); err != nil {
+			if rbErr := w.rollback(ctx); rbErr != nil {
+				b.logger.Error("rolling back a failed credential write", "credential", c.Name, "error", rbErr)
+			}
+			return storageError("writing credential", err)
+		}
+	}
+	return nil
+}
+
+func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateName(name); err != nil {
+		return nil, invalidInput(err)
+	}
+	lock := b.lock(name)
+	lock.Lock()
+	defer lock.Unlock()
+	c, err := loadCredential(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	// The metadata goes first: once it is gone the credential is gone, and
+	// the sweep below runs again on a retried delete if it fails half-way.
+	if c != nil {
+		if err := req.Storage.Delete(ctx, credKey(name)); err != nil {
+			return nil, storageError("deleting credential", err)
+		}
+		for _, storageID := range c.IdempotencyKeys {
+			if err := req.Storage.Delete(ctx, idemKey(storageID)); err != nil {
+				return nil, storageError("deleting idempotency record", err)
+			}
+		}
+	}
+	versions, err := req.Storage.List(ctx, secretPrefix+name+"/")
+	if err != nil {
+		return nil, storageError("listing secret versions", err)
+	}
+	for _, id := range versions {
+		if err := req.Storage.Delete(ctx, secretKey(name, id)); err != nil {
+			return nil, storageError("deleting secret version", err)
+		}
+	}
+	return nil, nil
+}
+
+func hmacEqual(a, b string) bool {
+	return len(a) == len(b) && subtleCompare(a, b)
+}
+
+const credsHelp = `
+A credential has a name, a type (see types/) and the type's fields. Secret
+fields (api_key, password, token, client_secret, refresh_token) are stored
+seal-wrapped and never returned here; read token/<name> for a ready-to-use
+token.
+
+A write to an existing credential changes only the fields it names. Secret
+fields equal to the stored ones change nothing; different ones make a new
+version. With idempotency_key, a repeated write with the same input answers
+the same id and changes nothing.
+`
