@@ -265,48 +265,26 @@ func containsString(list []string, s string) bool {
 	return false
 }
 
-// writeSet applies storage writes in order and, when one fails, restores
-// every key written before it, so a failed request leaves no partial
-// write behind.
-type writeSet struct {
-	s    logical.Storage
-	undo []*undoEntry
-}
-
-type undoEntry struct {
-	key   string
-	prior *logical.StorageEntry // nil: the key did not exist
-}
-
-// put writes entry, remembering what was there.
-func (w *writeSet) put(ctx context.Context, entry *logical.StorageEntry) error {
-	prior, err := w.s.Get(ctx, entry.Key)
-	if err != nil {
-		return err
-	}
-	if err := w.s.Put(ctx, entry); err != nil {
-		return err
-	}
-	w.undo = append(w.undo, &undoEntry{key: entry.Key, prior: prior})
-	return nil
-}
-
-// rollback restores the keys written so far, newest first. It returns the
-// first error; a failed restore is what Vault's storage makes unavoidable.
-func (w *writeSet) rollback(ctx context.Context) error {
-	var errs []error
-	for i := len(w.undo) - 1; i >= 0; i-- {
-		u := w.undo[i]
-		var err error
-		if u.prior == nil {
-			err = w.s.Delete(ctx, u.key)
-		} else {
-			err = w.s.Put(ctx, u.prior)
+// commitEntries writes staged entries (new keys nothing points to yet),
+// then the commit entry that makes them live. When a write fails, the staged
+// entries written so far are deleted: a failed request leaves the old state
+// in force, and at worst unreferenced entries that nothing reads.
+func commitEntries(ctx context.Context, s logical.Storage, staged []*logical.StorageEntry, commit *logical.StorageEntry) error {
+	var written []string
+	undo := func() error {
+		var errs []error
+		for _, key := range written {
+			errs = append(errs, s.Delete(ctx, key))
 		}
-		errs = append(errs, err)
+		return errors.Join(errs...)
 	}
-	w.undo = nil
-	return errors.Join(errs...)
+	for _, entry := range append(staged, commit) {
+		if err := s.Put(ctx, entry); err != nil {
+			return errors.Join(err, undo())
+		}
+		written = append(written, entry.Key)
+	}
+	return nil
 }
 
 func jsonEntry(key string, v any, sealWrap bool) (*logical.StorageEntry, error) {

@@ -410,7 +410,7 @@ func (b *backend) checkUpstream(ctx context.Context, s logical.Storage, t *types
 }
 
 // saveCredential writes a new secret version (when sv is not nil), the
-// credential's metadata and its idempotency record, all or nothing.
+// credential's idempotency record and its metadata, all or nothing.
 func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *credential, sv *secretVersion, in *credInput) error {
 	var idem *logical.StorageEntry
 	if in.idempotencyKey != "" {
@@ -426,31 +426,25 @@ func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *cred
 			return fmt.Errorf("encoding idempotency record: %w", err)
 		}
 	}
-	entries := []*logical.StorageEntry{}
+	var staged []*logical.StorageEntry
 	if sv != nil {
 		entry, err := jsonEntry(secretKey(c.Name, sv.ID), sv, true)
 		if err != nil {
 			return fmt.Errorf("encoding secret version: %w", err)
 		}
-		entries = append(entries, entry)
+		staged = append(staged, entry)
+	}
+	if idem != nil {
+		staged = append(staged, idem)
 	}
 	meta, err := jsonEntry(credKey(c.Name), c, false)
 	if err != nil {
 		return fmt.Errorf("encoding credential: %w", err)
 	}
-	entries = append(entries, meta)
-	if idem != nil {
-		entries = append(entries, idem)
-	}
-
-	w := &writeSet{s: s}
-	for _, entry := range entries {
-		if err := w.put(ctx, entry); err != nil {
-			if rbErr := w.rollback(ctx); rbErr != nil {
-				b.logger.Error("rolling back a failed credential write", "credential", c.Name, "error", rbErr)
-			}
-			return storageError("writing credential", err)
-		}
+	// The metadata is the commit point: until it is written, nothing refers
+	// to the new secret version or the idempotency record.
+	if err := commitEntries(ctx, s, staged, meta); err != nil {
+		return storageError("writing credential", err)
 	}
 	return nil
 }

@@ -174,13 +174,10 @@ func (t *Type) Check(v Values) error {
 			errs = append(errs, fmt.Errorf("field %q is required for type %s", f.Name, t.Name))
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
 	if t.validate != nil {
-		return t.validate(v)
+		errs = append(errs, t.validate(v))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // ApplyDefaults sets the default of every absent field that has one.
