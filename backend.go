@@ -8,13 +8,18 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/nebula-credential/nebula-credential/internal/upstream"
 )
 
 // Version is the plugin's version, reported to Vault as RunningVersion. The
@@ -58,6 +63,23 @@ type backend struct {
 
 	// tasks is the periodic work; set at construction, read-only after.
 	tasks []periodicTask
+
+	// cache holds served tokens by credential name (LRU, bounded by
+	// config's cache_max_size).
+	cache *lru.Cache[string, *servedToken]
+	// cacheGen changes whenever cached tokens are dropped; a load that
+	// started before a drop does not cache what it read.
+	cacheGen atomic.Uint64
+	// loads makes concurrent cache misses of one name share one load.
+	loads singleflight.Group
+
+	stats engineStats
+
+	upstreamMu       sync.Mutex
+	upstreamClient   *upstream.Client // guarded by upstreamMu; built for upstreamCfg
+	upstreamCfg      *Config          // guarded by upstreamMu
+	upstreamAttempts int              // attempts per upstream request
+	upstreamBackoff  time.Duration    // first retry wait
 }
 
 // Factory creates and sets up the backend; it is the plugin's
@@ -71,10 +93,15 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 }
 
 func newBackend(conf *logical.BackendConfig) *backend {
+	cache, _ := lru.New[string, *servedToken](DefaultConfig().CacheMaxSize)
 	b := &backend{
-		locks: locksutil.CreateLocks(),
-		now:   time.Now,
+		locks:            locksutil.CreateLocks(),
+		now:              time.Now,
+		cache:            cache,
+		upstreamAttempts: upstream.DefaultAttempts,
+		upstreamBackoff:  upstream.DefaultBackoff,
 	}
+	b.tasks = []periodicTask{{name: "refresh-ahead", run: b.periodicRefresh}}
 	b.logger = conf.Logger
 	if b.logger == nil {
 		b.logger = hclog.NewNullLogger()
@@ -89,6 +116,8 @@ func newBackend(conf *logical.BackendConfig) *backend {
 			[]*framework.Path{pathConfig(b)},
 			pathTypes(b),
 			pathCredentials(b),
+			pathTokens(b),
+			pathProviders(b),
 		),
 		PeriodicFunc:   b.periodic,
 		Invalidate:     b.invalidate,
@@ -162,6 +191,13 @@ func (b *backend) invalidate(_ context.Context, key string) {
 		b.saltMu.Lock()
 		b.salt = nil
 		b.saltMu.Unlock()
+	case strings.HasPrefix(key, credsPrefix):
+		b.dropCached(strings.TrimPrefix(key, credsPrefix))
+	case strings.HasPrefix(key, secretPrefix):
+		name, _, _ := strings.Cut(strings.TrimPrefix(key, secretPrefix), "/")
+		b.dropCached(name)
+	case strings.HasPrefix(key, providersPrefix):
+		b.purgeCache()
 	}
 }
 
@@ -170,6 +206,7 @@ func (b *backend) invalidate(_ context.Context, key string) {
 func (b *backend) clean(ctx context.Context) {
 	b.invalidate(ctx, configKey)
 	b.invalidate(ctx, saltKey)
+	b.purgeCache()
 }
 
 const backendHelp = `

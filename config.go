@@ -163,6 +163,7 @@ func (b *backend) getConfig(ctx context.Context, s logical.Storage) (*Config, er
 		}
 	}
 	b.config = c
+	b.applyConfig(c)
 	return c, nil
 }
 
@@ -178,5 +179,13 @@ func (b *backend) putConfig(ctx context.Context, s logical.Storage, c *Config) e
 		return storageError("writing config", err)
 	}
 	b.config = c
+	b.applyConfig(c)
 	return nil
+}
+
+// applyConfig brings in-memory state in line with a new configuration:
+// cached tokens were computed under the old one.
+func (b *backend) applyConfig(c *Config) {
+	b.cache.Resize(c.CacheMaxSize)
+	b.purgeCache()
 }

@@ -57,6 +57,9 @@ type secretVersion struct {
 	Version   int          `json:"version"`
 	CreatedAt time.Time    `json:"created_at"`
 	Fields    types.Values `json:"fields"`
+	// Token is the token last issued by the upstream for this version
+	// (oauth2); nil before the first token read.
+	Token *issuedToken `json:"token,omitempty"`
 }
 
 // idemRecord remembers the request an idempotency key was first used with,

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/nebula-credential/nebula-credential/internal/upstream"
 	"github.com/nebula-credential/nebula-credential/types"
 )
 
@@ -264,6 +265,7 @@ func (b *backend) pathCredsWrite(ctx context.Context, req *logical.Request, d *f
 	if err != nil {
 		return nil, err
 	}
+	b.dropCached(name)
 	return &logical.Response{Data: c.responseData(b.now())}, nil
 }
 
@@ -387,24 +389,29 @@ func (b *backend) updateCredential(ctx context.Context, s logical.Storage, exist
 }
 
 // checkUpstream checks what a type's values say about upstreams that only
-// the mount knows: that a named provider preset exists.
+// the mount knows: that a named provider preset exists, and that the
+// endpoints are allowed by config (https, or hosts listed for plain http).
 func (b *backend) checkUpstream(ctx context.Context, s logical.Storage, t *types.Type, v types.Values) error {
 	if t != types.OAuth2 {
 		return nil
 	}
-	name := v.String("provider")
-	if name == "" {
-		return nil
+	if _, err := b.resolveProvider(ctx, s, v); err != nil {
+		return err
 	}
-	if _, ok := types.BuiltinProviders[name]; ok {
-		return nil
-	}
-	entry, err := s.Get(ctx, providerKey(name))
+	cfg, err := b.getConfig(ctx, s)
 	if err != nil {
-		return storageError("reading provider", err)
+		return err
 	}
-	if entry == nil {
-		return newError(KindInvalidInput, "field \"provider\": provider %q does not exist (see providers/)", name)
+	var errs []error
+	for _, field := range []string{"token_url", "auth_url", "device_url", "revocation_url"} {
+		if u := v.String(field); u != "" {
+			if err := upstream.CheckURL(cfg.HostAllowed, u); err != nil {
+				errs = append(errs, fmt.Errorf("field %q: %w", field, err))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return invalidInput(err)
 	}
 	return nil
 }
@@ -482,6 +489,7 @@ func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *
 			return nil, storageError("deleting secret version", err)
 		}
 	}
+	b.dropCached(name)
 	return nil, nil
 }
 

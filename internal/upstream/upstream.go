@@ -1,0 +1,264 @@
+// Package upstream obtains OAuth2 tokens from authorization servers through
+// golang.org/x/oauth2, with the engine's network policy: allowed hosts,
+// https unless a host is listed for plain http, no redirects to other hosts,
+// timeouts, and bounded retries with backoff for transient failures.
+//
+// Errors never carry upstream response bodies: a *Error holds the status
+// code and the OAuth2 error code (RFC 6749 section 5.2) only.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/hashicorp/go-cleanhttp"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+)
+
+// HostPolicy decides whether a URL's scheme and host may be called.
+type HostPolicy func(scheme, hostport string) bool
+
+// Client calls token endpoints. The zero value is not usable; use New.
+type Client struct {
+	http *http.Client
+	// Attempts is how many times a transiently failing request is tried.
+	Attempts int
+	// Backoff is the wait before the second attempt; it doubles after.
+	Backoff time.Duration
+}
+
+// Default limits of upstream calls.
+const (
+	DefaultTimeout  = 10 * time.Second
+	DefaultAttempts = 3
+	DefaultBackoff  = 250 * time.Millisecond
+)
+
+// New returns a Client whose requests go only where policy allows.
+func New(policy HostPolicy) *Client {
+	transport := cleanhttp.DefaultPooledTransport()
+	transport.TLSHandshakeTimeout = 5 * time.Second
+	transport.ResponseHeaderTimeout = DefaultTimeout
+	return &Client{
+		http: &http.Client{
+			Timeout:   DefaultTimeout,
+			Transport: &policyTransport{next: transport, policy: policy},
+			CheckRedirect: func(req *http.Request, via []*http.Request) error {
+				if req.URL.Host != via[0].URL.Host {
+					return fmt.Errorf("redirect to another host (%s) refused", req.URL.Host)
+				}
+				if len(via) >= 3 {
+					return errors.New("too many redirects")
+				}
+				return nil
+			},
+		},
+		Attempts: DefaultAttempts,
+		Backoff:  DefaultBackoff,
+	}
+}
+
+// HTTPClient is the policy-enforcing HTTP client, for other upstream calls
+// (revocation, device authorization).
+func (c *Client) HTTPClient() *http.Client { return c.http }
+
+// policyTransport refuses requests the host policy does not allow.
+type policyTransport struct {
+	next   http.RoundTripper
+	policy HostPolicy
+}
+
+func (t *policyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !t.policy(req.URL.Scheme, req.URL.Host) {
+		return nil, &Error{Reason: fmt.Sprintf("%s://%s is not allowed by config (allowed_hosts, insecure_http_hosts)", req.URL.Scheme, req.URL.Host), Permanent: true}
+	}
+	return t.next.RoundTrip(req)
+}
+
+// CheckURL reports whether a URL is allowed by the policy.
+func CheckURL(policy HostPolicy, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return errors.New("not an absolute URL")
+	}
+	if !policy(u.Scheme, u.Host) {
+		return fmt.Errorf("%s://%s is not allowed: use https, or list the host in insecure_http_hosts (and allowed_hosts, when set)", u.Scheme, u.Host)
+	}
+	return nil
+}
+
+// Request describes a token request.
+type Request struct {
+	Grant        string // "client_credentials" or "refresh_token"
+	ClientID     string
+	ClientSecret string
+	TokenURL     string
+	Scopes       []string
+	// Audience is sent as the "audience" parameter (client_credentials).
+	Audience string
+	// AuthStyle is "auto", "header" or "body".
+	AuthStyle string
+	// RefreshToken is used by the refresh_token grant.
+	RefreshToken string
+	// Params are extra token request parameters (client_credentials).
+	Params url.Values
+}
+
+// Error is a failed token request.
+type Error struct {
+	// Status is the HTTP status of the token endpoint's answer; 0 when no
+	// answer came.
+	Status int
+	// Code is the OAuth2 error code, e.g. "invalid_client".
+	Code string
+	// Reason describes failures without an answer (network, policy).
+	Reason string
+	// Permanent errors are not retried (4xx answers, policy refusals).
+	Permanent bool
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.Status != 0 && e.Code != "":
+		return fmt.Sprintf("token endpoint answered %d %s", e.Status, e.Code)
+	case e.Status != 0:
+		return fmt.Sprintf("token endpoint answered %d", e.Status)
+	}
+	return e.Reason
+}
+
+func endpointAuthStyle(style string) oauth2.AuthStyle {
+	switch style {
+	case "header":
+		return oauth2.AuthStyleInHeader
+	case "body":
+		return oauth2.AuthStyleInParams
+	}
+	return oauth2.AuthStyleAutoDetect
+}
+
+// Token obtains a token, retrying transient failures with backoff.
+func (c *Client) Token(ctx context.Context, r Request) (*oauth2.Token, error) {
+	var lastErr error
+	wait := c.Backoff
+	for attempt := 1; attempt <= max(c.Attempts, 1); attempt++ {
+		tok, err := c.tokenOnce(ctx, r)
+		if err == nil {
+			return tok, nil
+		}
+		lastErr = err
+		var ue *Error
+		if errors.As(err, &ue) && ue.Permanent || attempt == c.Attempts {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, &Error{Reason: "token request cancelled: " + ctx.Err().Error()}
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+	return nil, lastErr
+}
+
+func (c *Client) tokenOnce(ctx context.Context, r Request) (*oauth2.Token, error) {
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, c.http)
+	var (
+		tok *oauth2.Token
+		err error
+	)
+	switch r.Grant {
+	case "client_credentials":
+		params := url.Values{}
+		for k, v := range r.Params {
+			params[k] = v
+		}
+		if r.Audience != "" {
+			params.Set("audience", r.Audience)
+		}
+		cc := clientcredentials.Config{
+			ClientID: r.ClientID, ClientSecret: r.ClientSecret, TokenURL: r.TokenURL,
+			Scopes: r.Scopes, EndpointParams: params, AuthStyle: endpointAuthStyle(r.AuthStyle),
+		}
+		tok, err = cc.Token(ctx)
+	case "refresh_token":
+		if r.RefreshToken == "" {
+			return nil, &Error{Reason: "no refresh token", Permanent: true}
+		}
+		conf := oauth2.Config{
+			ClientID: r.ClientID, ClientSecret: r.ClientSecret, Scopes: r.Scopes,
+			Endpoint: oauth2.Endpoint{TokenURL: r.TokenURL, AuthStyle: endpointAuthStyle(r.AuthStyle)},
+		}
+		// An expired token makes the source refresh at once.
+		tok, err = conf.TokenSource(ctx, &oauth2.Token{RefreshToken: r.RefreshToken, Expiry: time.Unix(1, 0)}).Token()
+	default:
+		return nil, &Error{Reason: fmt.Sprintf("grant %q cannot be requested without a user", r.Grant), Permanent: true}
+	}
+	if err != nil {
+		return nil, classify(err)
+	}
+	if tok.AccessToken == "" {
+		return nil, &Error{Reason: "token endpoint answered without an access token", Permanent: true}
+	}
+	return tok, nil
+}
+
+// classify turns an oauth2 or transport error into an *Error without any
+// response body.
+func classify(err error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		status := 0
+		if re.Response != nil {
+			status = re.Response.StatusCode
+		}
+		return &Error{Status: status, Code: safeCode(re.ErrorCode), Permanent: status >= 400 && status < 500 && status != http.StatusTooManyRequests}
+	}
+	var ue *Error
+	if errors.As(err, &ue) {
+		return ue
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return &Error{Reason: "token endpoint timed out"}
+	}
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) {
+		var inner *Error
+		if errors.As(urlErr.Err, &inner) {
+			return inner
+		}
+		return &Error{Reason: "token endpoint unreachable: " + urlErr.Op + " " + redact(urlErr.URL)}
+	}
+	return &Error{Reason: "token request failed"}
+}
+
+// safeCode keeps an OAuth2 error code only when it has the RFC 6749 form
+// (printable ASCII without quotes or backslash, short).
+func safeCode(code string) string {
+	if len(code) > 64 {
+		return ""
+	}
+	for _, r := range code {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return ""
+		}
+	}
+	return code
+}
+
+// redact drops the query of a URL (it may carry parameters).
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(invalid URL)"
+	}
+	u.RawQuery, u.User, u.Fragment = "", nil, ""
+	return u.String()
+}

@@ -1,0 +1,183 @@
+package nebula
+
+import (
+	"context"
+	"maps"
+	"slices"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/nebula-credential/nebula-credential/types"
+)
+
+const providersPrefix = "providers/"
+
+func pathProviders(b *backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern:      "providers/?$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationSuffix: "providers"},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{Callback: b.pathProvidersList},
+			},
+			HelpSynopsis:    "List OAuth2 provider presets.",
+			HelpDescription: "Lists the built-in presets (google, github, microsoft, gitlab, slack) and the custom ones written to this mount.",
+		},
+		{
+			Pattern:      "providers/(?P<name>[^/]+)$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationSuffix: "provider"},
+			Fields: map[string]*framework.FieldSchema{
+				"name":           {Type: framework.TypeString, Description: "Name of the preset."},
+				"auth_url":       {Type: framework.TypeString, Description: "Authorization endpoint."},
+				"token_url":      {Type: framework.TypeString, Description: "Token endpoint (required)."},
+				"device_url":     {Type: framework.TypeString, Description: "Device authorization endpoint (RFC 8628)."},
+				"revocation_url": {Type: framework.TypeString, Description: "Token revocation endpoint (RFC 7009)."},
+				"scopes":         {Type: framework.TypeCommaStringSlice, Description: "Default scopes."},
+				"pkce":           {Type: framework.TypeBool, Description: "Whether the provider supports PKCE S256.", Default: true},
+				"auth_style":     {Type: framework.TypeString, Description: "Client authentication: auto, header or body.", Default: "auto"},
+			},
+			ExistenceCheck: b.providerExists,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathProviderRead},
+				logical.CreateOperation: &framework.PathOperation{Callback: b.pathProviderWrite},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathProviderWrite},
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathProviderDelete},
+			},
+			HelpSynopsis:    "Read, write or delete an OAuth2 provider preset.",
+			HelpDescription: "An oauth2 credential with provider=<name> takes its endpoints and default scopes from the preset. Built-in presets are read-only; the microsoft preset takes the credential's tenant field.",
+		},
+	}
+}
+
+func (b *backend) providerExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
+	p, err := b.lookupProvider(ctx, req.Storage, d.Get("name").(string))
+	return p != nil, err
+}
+
+// lookupProvider returns a built-in or custom preset; nil when none.
+func (b *backend) lookupProvider(ctx context.Context, s logical.Storage, name string) (*types.Provider, error) {
+	if p, ok := types.BuiltinProviders[name]; ok {
+		return &p, nil
+	}
+	if validateName(name) != nil {
+		return nil, nil
+	}
+	entry, err := s.Get(ctx, providerKey(name))
+	if err != nil {
+		return nil, storageError("reading provider", err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	p := &types.Provider{}
+	if err := entry.DecodeJSON(p); err != nil {
+		return nil, storageError("decoding provider", err)
+	}
+	return p, nil
+}
+
+// resolveProvider returns the preset a credential names, with its tenant
+// applied; an empty preset when it names none.
+func (b *backend) resolveProvider(ctx context.Context, s logical.Storage, v types.Values) (types.Provider, error) {
+	name := v.String("provider")
+	if name == "" {
+		return types.Provider{}, nil
+	}
+	p, err := b.lookupProvider(ctx, s, name)
+	if err != nil {
+		return types.Provider{}, err
+	}
+	if p == nil {
+		return types.Provider{}, newError(KindInvalidInput, "field \"provider\": provider %q does not exist (see providers/)", name)
+	}
+	resolved, err := p.WithTenant(v.String("tenant"))
+	if err != nil {
+		return types.Provider{}, invalidInput(err)
+	}
+	return resolved, nil
+}
+
+func (b *backend) pathProvidersList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	custom, err := req.Storage.List(ctx, providersPrefix)
+	if err != nil {
+		return nil, storageError("listing providers", err)
+	}
+	names := append(slices.Sorted(maps.Keys(types.BuiltinProviders)), custom...)
+	slices.Sort(names)
+	return logical.ListResponse(names), nil
+}
+
+func (b *backend) pathProviderRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	p, err := b.lookupProvider(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if p == nil {
+		return nil, newError(KindNotFound, "provider %q does not exist", name)
+	}
+	return &logical.Response{Data: map[string]any{
+		"name": p.Name, "auth_url": p.AuthURL, "token_url": p.TokenURL, "device_url": p.DeviceURL,
+		"revocation_url": p.RevocationURL, "scopes": nonNil(p.Scopes), "pkce": p.PKCE,
+		"auth_style": p.AuthStyle, "built_in": p.BuiltIn,
+	}}, nil
+}
+
+func (b *backend) pathProviderWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateName(name); err != nil {
+		return nil, invalidInput(err)
+	}
+	if _, ok := types.BuiltinProviders[name]; ok {
+		return nil, newError(KindInvalidInput, "provider %q is built in and cannot be changed; write a preset under another name", name)
+	}
+	p, err := b.lookupProvider(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if p == nil {
+		p = &types.Provider{Name: name, PKCE: true, AuthStyle: "auto"}
+	}
+	for field, dst := range map[string]*string{
+		"auth_url": &p.AuthURL, "token_url": &p.TokenURL, "device_url": &p.DeviceURL,
+		"revocation_url": &p.RevocationURL, "auth_style": &p.AuthStyle,
+	} {
+		if v, ok := d.GetOk(field); ok {
+			*dst = v.(string)
+		}
+	}
+	if v, ok := d.GetOk("scopes"); ok {
+		p.Scopes = v.([]string)
+	}
+	if v, ok := d.GetOk("pkce"); ok {
+		p.PKCE = v.(bool)
+	}
+	if err := p.Validate(); err != nil {
+		return nil, invalidInput(err)
+	}
+	entry, err := logical.StorageEntryJSON(providerKey(name), p)
+	if err != nil {
+		return nil, err
+	}
+	if err := req.Storage.Put(ctx, entry); err != nil {
+		return nil, storageError("writing provider", err)
+	}
+	b.purgeCache() // credentials naming the preset may now resolve differently
+	return b.pathProviderRead(ctx, req, d)
+}
+
+func (b *backend) pathProviderDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if _, ok := types.BuiltinProviders[name]; ok {
+		return nil, newError(KindInvalidInput, "provider %q is built in and cannot be deleted", name)
+	}
+	if err := validateName(name); err != nil {
+		return nil, invalidInput(err)
+	}
+	if err := req.Storage.Delete(ctx, providerKey(name)); err != nil {
+		return nil, storageError("deleting provider", err)
+	}
+	b.purgeCache()
+	return nil, nil
+}

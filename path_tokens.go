@@ -1,0 +1,191 @@
+package nebula
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// maxCallerField bounds execution_id, workflow_id and user_id.
+const maxCallerField = 256
+
+func pathTokens(b *backend) []*framework.Path {
+	nameField := map[string]*framework.FieldSchema{
+		"name": {Type: framework.TypeString, Description: "Name of the credential."},
+	}
+	return []*framework.Path{
+		{
+			Pattern:      "token/(?P<name>[^/]+)$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationSuffix: "token"},
+			Fields: map[string]*framework.FieldSchema{
+				"name":         nameField["name"],
+				"execution_id": {Type: framework.TypeString, Description: "Caller context for the audit trail: the workflow execution."},
+				"workflow_id":  {Type: framework.TypeString, Description: "Caller context for the audit trail: the workflow."},
+				"user_id":      {Type: framework.TypeString, Description: "Caller context for the audit trail: the user on whose behalf the token is used."},
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathTokenRead},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathTokenRead},
+			},
+			HelpSynopsis:    "Read a credential's ready-to-use token.",
+			HelpDescription: tokenHelp,
+		},
+		{
+			Pattern:      "refresh/(?P<name>[^/]+)$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationVerb: "refresh", OperationSuffix: "token"},
+			Fields:       nameField,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRefreshOne},
+			},
+			HelpSynopsis:    "Refresh a credential's token now.",
+			HelpDescription: "Obtains a new token from the credential's token endpoint, stores it and returns it. Only oauth2 credentials can be refreshed.",
+		},
+		{
+			Pattern:      "refresh/?$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationVerb: "refresh", OperationSuffix: "due"},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRefreshDue},
+			},
+			HelpSynopsis:    "Refresh every expired or expiring token.",
+			HelpDescription: "Refreshes the tokens that expire within refresh_ahead, as the background refresh does, and returns the names refreshed and failed.",
+		},
+		{
+			Pattern:      "cache/?$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationVerb: "clear", OperationSuffix: "cache"},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathCacheClear},
+			},
+			HelpSynopsis:    "Clear the token cache.",
+			HelpDescription: "Drops every cached token on this node; the next reads load them from storage.",
+		},
+		{
+			Pattern:      "cache/(?P<name>[^/]+)$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationVerb: "clear", OperationSuffix: "cache-entry"},
+			Fields:       nameField,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathCacheClearOne},
+			},
+			HelpSynopsis:    "Clear one credential's cached token.",
+			HelpDescription: "Drops the credential's cached token on this node.",
+		},
+	}
+}
+
+// callerContext is who uses a token, as token/<name> writes state it.
+type callerContext struct {
+	ExecutionID string `json:"execution_id,omitempty"`
+	WorkflowID  string `json:"workflow_id,omitempty"`
+	UserID      string `json:"user_id,omitempty"`
+}
+
+func parseCaller(d *framework.FieldData) (callerContext, error) {
+	var c callerContext
+	for field, dst := range map[string]*string{"execution_id": &c.ExecutionID, "workflow_id": &c.WorkflowID, "user_id": &c.UserID} {
+		v, ok := d.GetOk(field)
+		if !ok {
+			continue
+		}
+		*dst = v.(string)
+		if len(*dst) > maxCallerField {
+			return c, newError(KindInvalidInput, "field %q is %d bytes long; at most %d are allowed", field, len(*dst), maxCallerField)
+		}
+	}
+	return c, nil
+}
+
+func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateName(name); err != nil {
+		return nil, invalidInput(err)
+	}
+	if _, err := parseCaller(d); err != nil {
+		return nil, err
+	}
+	t, err := b.tokenFor(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: t.responseData(b.now())}, nil
+}
+
+func (b *backend) pathRefreshOne(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateName(name); err != nil {
+		return nil, invalidInput(err)
+	}
+	cfg, err := b.getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	t, err := b.loadToken(ctx, req.Storage, cfg, name, true)
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: t.responseData(b.now())}, nil
+}
+
+func (b *backend) pathRefreshDue(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	res, err := b.refreshDue(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	failed := make([]map[string]any, 0, len(res.Failed))
+	names := make([]string, 0, len(res.Failed))
+	for name := range res.Failed {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		failed = append(failed, map[string]any{"name": name, "error": res.Failed[name]})
+	}
+	return &logical.Response{Data: map[string]any{
+		"refreshed": res.Refreshed,
+		"failed":    failed,
+	}}, nil
+}
+
+func (b *backend) pathCacheClear(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
+	b.purgeCache()
+	return nil, nil
+}
+
+func (b *backend) pathCacheClearOne(_ context.Context, _ *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateName(name); err != nil {
+		return nil, invalidInput(err)
+	}
+	b.dropCached(name)
+	return nil, nil
+}
+
+// purgeCache drops every cached token.
+func (b *backend) purgeCache() {
+	b.cacheGen.Add(1)
+	b.cache.Purge()
+}
+
+// periodicRefresh is the background refresh-ahead task.
+func (b *backend) periodicRefresh(ctx context.Context, s logical.Storage) error {
+	res, err := b.refreshDue(ctx, s)
+	if err != nil {
+		return err
+	}
+	if len(res.Failed) > 0 {
+		return fmt.Errorf("%d of %d due tokens failed to refresh", len(res.Failed), len(res.Failed)+len(res.Refreshed))
+	}
+	return nil
+}
+
+const tokenHelp = `
+Returns the credential's ready-to-use token: access_token (the API key,
+password or bearer/access token), token_type, header_name and header_value
+(put "<header_name>: <header_value>" on the request), expires_at, and for
+expiring tokens ttl (seconds until the engine serves a new one) and
+rotation_period (the token's lifetime), which make Vault Agent re-render as
+soon as a new token exists. oauth2 tokens are obtained and refreshed as
+needed. A write does the same and takes a caller context (execution_id,
+workflow_id, user_id) for the audit trail.
+`

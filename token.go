@@ -1,0 +1,343 @@
+package nebula
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/nebula-credential/nebula-credential/internal/upstream"
+	"github.com/nebula-credential/nebula-credential/types"
+)
+
+// issuedToken is a token obtained from an upstream, stored (seal-wrapped)
+// with the secret version it was obtained for.
+type issuedToken struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	// RefreshToken is the latest refresh token, when the issuer sent one;
+	// it supersedes the refresh_token field the operator supplied.
+	RefreshToken string    `json:"refresh_token,omitempty"`
+	Expiry       time.Time `json:"expiry"`
+	IssuedAt     time.Time `json:"issued_at"`
+}
+
+// servedToken is what token/<name> answers, and what the cache holds.
+type servedToken struct {
+	types.Token
+	Version int
+	// IssuedAt is when the token (or the static version) was issued.
+	IssuedAt time.Time
+	// StaleAt is when the engine will serve a new token: expiry less
+	// refresh_ahead for refreshable tokens, expiry for static ones; zero
+	// means not before a rotation.
+	StaleAt time.Time
+	// cacheUntil is when the cache entry lapses.
+	cacheUntil time.Time
+}
+
+// responseData renders the token response at time now.
+func (t *servedToken) responseData(now time.Time) map[string]any {
+	data := map[string]any{
+		"access_token": t.AccessToken,
+		"token_type":   t.TokenType,
+		"header_name":  t.HeaderName,
+		"header_value": t.HeaderValue,
+		"version":      t.Version,
+		"expires_at":   nil,
+	}
+	if t.QueryParam != "" {
+		data["query_param"] = t.QueryParam
+	}
+	if !t.ExpiresAt.IsZero() {
+		data["expires_at"] = t.ExpiresAt.UTC().Format(time.RFC3339)
+		// Vault Agent and consul-template sleep for ttl when
+		// rotation_period is present, so they render again as soon as the
+		// engine serves a new token.
+		data["ttl"] = max(int64(t.StaleAt.Sub(now).Seconds()), 1)
+		data["rotation_period"] = max(int64(t.ExpiresAt.Sub(t.IssuedAt).Seconds()), 1)
+	}
+	return data
+}
+
+// expiring reports whether an issued token should be replaced at now.
+func (t *issuedToken) expiring(now time.Time, ahead time.Duration) bool {
+	return t == nil || !now.Before(t.Expiry.Add(-ahead))
+}
+
+// tokenFor returns the ready-to-use token of a credential, from the cache
+// when it holds a fresh one. Concurrent misses for one name share one load
+// (and so one upstream request).
+func (b *backend) tokenFor(ctx context.Context, s logical.Storage, name string) (*servedToken, error) {
+	cfg, err := b.getConfig(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	now := b.now()
+	if cfg.CacheEnabled {
+		if t, ok := b.cache.Get(name); ok && now.Before(t.cacheUntil) {
+			b.stats.cacheHits.Add(1)
+			return t, nil
+		}
+		b.stats.cacheMisses.Add(1)
+	}
+	v, err, _ := b.loads.Do(name, func() (any, error) {
+		gen := b.cacheGen.Load()
+		t, err := b.loadToken(ctx, s, cfg, name, false)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.CacheEnabled && b.cacheGen.Load() == gen {
+			b.cache.Add(name, t)
+		}
+		return t, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*servedToken), nil
+}
+
+// loadToken builds a credential's token from storage, obtaining a new one
+// upstream when the stored one is expiring (or force is set).
+func (b *backend) loadToken(ctx context.Context, s logical.Storage, cfg *Config, name string, force bool) (*servedToken, error) {
+	lock := b.lock(name)
+	lock.RLock()
+	c, sv, err := loadCurrent(ctx, s, name)
+	lock.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	t := c.typ()
+	if t.IsStatic() {
+		if force {
+			return nil, newError(KindRefreshNotSupported, "credential %q is of type %s, which has no upstream to refresh from", name, t.Name)
+		}
+		return b.staticToken(cfg, c, sv)
+	}
+	if !force && !sv.Token.expiring(b.now(), cfg.RefreshAhead) {
+		return b.served(cfg, c, sv.Token), nil
+	}
+
+	lock.Lock()
+	defer lock.Unlock()
+	// Re-read under the write lock: another request may have refreshed.
+	c, sv, err = loadCurrent(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	if !force && !sv.Token.expiring(b.now(), cfg.RefreshAhead) {
+		return b.served(cfg, c, sv.Token), nil
+	}
+	issued, err := b.refreshLocked(ctx, s, cfg, c, sv)
+	if err != nil {
+		if force || sv.Token == nil || !b.now().Before(sv.Token.Expiry) {
+			return nil, err
+		}
+		// The last good token is still valid: serve it, uncached, so the
+		// next read tries the upstream again.
+		b.logger.Warn("token refresh failed; serving the current token until it expires", "credential", name, "error", err)
+		st := b.served(cfg, c, sv.Token)
+		st.cacheUntil = time.Time{}
+		return st, nil
+	}
+	return b.served(cfg, c, issued), nil
+}
+
+// loadCurrent reads a credential and its current secret version.
+func loadCurrent(ctx context.Context, s logical.Storage, name string) (*credential, *secretVersion, error) {
+	c, err := loadCredential(ctx, s, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c == nil {
+		return nil, nil, newError(KindNotFound, "credential %q does not exist", name)
+	}
+	sv, err := loadSecret(ctx, s, name, c.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, sv, nil
+}
+
+func (b *backend) staticToken(cfg *Config, c *credential, sv *secretVersion) (*servedToken, error) {
+	tok, err := c.typ().Token(sv.merged(c))
+	if err != nil {
+		return nil, fmt.Errorf("rendering token of %q: %w", c.Name, err)
+	}
+	now := b.now()
+	if !tok.ExpiresAt.IsZero() && !now.Before(tok.ExpiresAt) {
+		return nil, newError(KindExpired, "the token of credential %q expired at %s; rotate it", c.Name, tok.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	st := &servedToken{Token: tok, Version: c.Version, IssuedAt: sv.CreatedAt, StaleAt: tok.ExpiresAt}
+	st.cacheUntil = cacheUntil(now, cfg, tok.ExpiresAt)
+	return st, nil
+}
+
+func (b *backend) served(cfg *Config, c *credential, it *issuedToken) *servedToken {
+	tokenType := it.TokenType
+	if tokenType == "" {
+		tokenType = "Bearer"
+	}
+	stale := it.Expiry.Add(-cfg.RefreshAhead)
+	return &servedToken{
+		Token: types.Token{
+			AccessToken: it.AccessToken,
+			TokenType:   tokenType,
+			HeaderName:  "Authorization",
+			HeaderValue: tokenType + " " + it.AccessToken,
+			ExpiresAt:   it.Expiry,
+		},
+		Version:    c.Version,
+		IssuedAt:   it.IssuedAt,
+		StaleAt:    stale,
+		cacheUntil: cacheUntil(b.now(), cfg, stale),
+	}
+}
+
+// cacheUntil is min(now + cache ttl, limit); a zero limit means none.
+func cacheUntil(now time.Time, cfg *Config, limit time.Time) time.Time {
+	until := now.Add(cfg.CacheTTL)
+	if !limit.IsZero() && limit.Before(until) {
+		return limit
+	}
+	return until
+}
+
+// refreshLocked obtains a new token upstream and stores it with the
+// version, atomically with a rotated refresh token. The caller holds the
+// credential's write lock. On failure the stored token is left as it was
+// and the credential records the error.
+func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, cfg *Config, c *credential, sv *secretVersion) (*issuedToken, error) {
+	start := b.now()
+	issued, err := b.requestToken(ctx, s, cfg, c, sv)
+	b.stats.observeRefresh(b.now().Sub(start), err)
+	if err != nil {
+		var ce *CredentialError
+		if !errors.As(err, &ce) || ce.Kind == KindRefreshFailed {
+			b.recordError(ctx, s, c, err)
+		}
+		return nil, err
+	}
+	previous := sv.Token
+	sv.Token = issued
+	entry, err := jsonEntry(secretKey(c.Name, sv.ID), sv, true)
+	if err != nil {
+		return nil, fmt.Errorf("encoding secret version: %w", err)
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return nil, storageError("storing the new token", err)
+	}
+	b.indexExpiry(ctx, s, c.Name, previous, issued)
+	if c.LastError != "" {
+		c.LastError = ""
+		b.saveMeta(ctx, s, c)
+	}
+	b.dropCached(c.Name)
+	return issued, nil
+}
+
+// requestToken asks the credential's token endpoint for a new token.
+func (b *backend) requestToken(ctx context.Context, s logical.Storage, cfg *Config, c *credential, sv *secretVersion) (*issuedToken, error) {
+	v := sv.merged(c)
+	p, err := b.resolveProvider(ctx, s, v)
+	if err != nil {
+		return nil, err
+	}
+	req := upstream.Request{
+		Grant:        v.String("grant_type"),
+		ClientID:     v.String("client_id"),
+		ClientSecret: v.String("client_secret"),
+		TokenURL:     firstNonEmpty(v.String("token_url"), p.TokenURL),
+		Scopes:       v.Strings("scopes"),
+		Audience:     v.String("audience"),
+		AuthStyle:    firstNonEmpty(v.String("auth_style"), p.AuthStyle),
+		RefreshToken: v.String("refresh_token"),
+	}
+	if len(req.Scopes) == 0 {
+		req.Scopes = p.Scopes
+	}
+	if sv.Token != nil && sv.Token.RefreshToken != "" {
+		req.RefreshToken = sv.Token.RefreshToken
+	}
+	switch req.Grant {
+	case types.GrantClientCredentials:
+	case types.GrantRefreshToken:
+		if req.RefreshToken == "" {
+			return nil, newError(KindNoRefreshToken, "credential %q has no refresh token", c.Name)
+		}
+	default: // authorization_code, device_code: a user signs in once, then refresh
+		if req.RefreshToken == "" {
+			return nil, newError(KindInteractionRequired, "credential %q needs a user to sign in (flows/start)", c.Name)
+		}
+		req.Grant = types.GrantRefreshToken
+	}
+	if err := upstream.CheckURL(cfg.HostAllowed, req.TokenURL); err != nil {
+		return nil, &CredentialError{Kind: KindRefreshFailed, Msg: fmt.Sprintf("credential %q: token_url %v", c.Name, err), Err: err}
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tok, err := b.upstream(cfg).Token(ctx, req)
+	if err != nil {
+		return nil, &CredentialError{Kind: KindRefreshFailed, Msg: fmt.Sprintf("credential %q: %v", c.Name, err), Err: err}
+	}
+	now := b.now()
+	issued := &issuedToken{AccessToken: tok.AccessToken, TokenType: tok.TokenType, Expiry: tok.Expiry, IssuedAt: now}
+	if issued.Expiry.IsZero() {
+		issued.Expiry = now.Add(cfg.DefaultTokenLifetime)
+	}
+	issued.RefreshToken = tok.RefreshToken
+	if issued.RefreshToken == "" && sv.Token != nil {
+		issued.RefreshToken = sv.Token.RefreshToken
+	}
+	return issued, nil
+}
+
+// recordError notes a failure on the credential (status "error", shown by
+// creds/ reads, health and metrics). Failing to record it is logged only.
+func (b *backend) recordError(ctx context.Context, s logical.Storage, c *credential, cause error) {
+	c.LastError = cause.Error()
+	b.saveMeta(ctx, s, c)
+}
+
+func (b *backend) saveMeta(ctx context.Context, s logical.Storage, c *credential) {
+	entry, err := jsonEntry(credKey(c.Name), c, false)
+	if err == nil {
+		err = s.Put(ctx, entry)
+	}
+	if err != nil {
+		b.logger.Warn("could not store credential status", "credential", c.Name, "error", err)
+	}
+}
+
+// dropCached removes a credential's cached token and makes in-flight loads
+// that started before the drop skip caching what they read.
+func (b *backend) dropCached(name string) {
+	b.cacheGen.Add(1)
+	b.cache.Remove(name)
+}
+
+// upstreamClient returns the client for the config's host policy.
+func (b *backend) upstream(cfg *Config) *upstream.Client {
+	b.upstreamMu.Lock()
+	defer b.upstreamMu.Unlock()
+	if b.upstreamClient == nil || b.upstreamCfg != cfg {
+		b.upstreamClient = upstream.New(cfg.HostAllowed)
+		b.upstreamClient.Attempts = b.upstreamAttempts
+		b.upstreamClient.Backoff = b.upstreamBackoff
+		b.upstreamCfg = cfg
+	}
+	return b.upstreamClient
+}
+
+func firstNonEmpty(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
