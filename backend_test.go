@@ -104,6 +104,7 @@ type faultStorage struct {
 	failList   atomic.Bool
 	failDelete atomic.Bool
 	puts       atomic.Int64 // successful puts, for tests that count writes
+	gets       atomic.Int64 // gets, for tests that count reads
 }
 
 var errInjected = errors.New("injected storage fault")
@@ -130,6 +131,7 @@ func (s *faultStorage) Get(ctx context.Context, k string) (*logical.StorageEntry
 	if s.failGet.Load() {
 		return nil, errInjected
 	}
+	s.gets.Add(1)
 	return s.Storage.Get(ctx, k)
 }
 
