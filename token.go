@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -177,10 +178,7 @@ func (b *backend) staticToken(cfg *Config, c *credential, sv *secretVersion) (*s
 }
 
 func (b *backend) served(cfg *Config, c *credential, it *issuedToken) *servedToken {
-	tokenType := it.TokenType
-	if tokenType == "" {
-		tokenType = "Bearer"
-	}
+	tokenType := normaliseTokenType(it.TokenType)
 	stale := it.Expiry.Add(-cfg.RefreshAhead)
 	return &servedToken{
 		Token: types.Token{
@@ -285,8 +283,14 @@ func (b *backend) requestToken(ctx context.Context, s logical.Storage, cfg *Conf
 		return nil, &CredentialError{Kind: KindRefreshFailed, Msg: fmt.Sprintf("credential %q: %v", c.Name, err), Err: err}
 	}
 	now := b.now()
-	issued := &issuedToken{AccessToken: tok.AccessToken, TokenType: tok.TokenType, Expiry: tok.Expiry, IssuedAt: now}
-	if issued.Expiry.IsZero() {
+	issued := &issuedToken{AccessToken: tok.AccessToken, TokenType: normaliseTokenType(tok.TokenType), IssuedAt: now}
+	// Expiry on the engine's clock: from expires_in where the answer has it.
+	switch {
+	case tok.ExpiresIn > 0:
+		issued.Expiry = now.Add(time.Duration(tok.ExpiresIn) * time.Second)
+	case !tok.Expiry.IsZero():
+		issued.Expiry = now.Add(time.Until(tok.Expiry))
+	default:
 		issued.Expiry = now.Add(cfg.DefaultTokenLifetime)
 	}
 	issued.RefreshToken = tok.RefreshToken
@@ -331,6 +335,15 @@ func (b *backend) upstream(cfg *Config) *upstream.Client {
 		b.upstreamCfg = cfg
 	}
 	return b.upstreamClient
+}
+
+// normaliseTokenType spells the bearer type as RFC 6750's header scheme
+// (issuers send "bearer" too); other types pass through.
+func normaliseTokenType(t string) string {
+	if t == "" || strings.EqualFold(t, "bearer") {
+		return "Bearer"
+	}
+	return t
 }
 
 func firstNonEmpty(values ...string) string {
