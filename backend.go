@@ -75,6 +75,9 @@ type backend struct {
 
 	stats engineStats
 
+	// expiry orders refreshable tokens by expiry for refresh-ahead.
+	expiry expiryIndex
+
 	upstreamMu       sync.Mutex
 	upstreamClient   *upstream.Client // guarded by upstreamMu; built for upstreamCfg
 	upstreamCfg      *Config          // guarded by upstreamMu
@@ -198,6 +201,8 @@ func (b *backend) invalidate(_ context.Context, key string) {
 		b.dropCached(name)
 	case strings.HasPrefix(key, providersPrefix):
 		b.purgeCache()
+	case strings.HasPrefix(key, expiryPrefix):
+		b.expiry.reset()
 	}
 }
 
@@ -207,6 +212,7 @@ func (b *backend) clean(ctx context.Context) {
 	b.invalidate(ctx, configKey)
 	b.invalidate(ctx, saltKey)
 	b.purgeCache()
+	b.expiry.reset()
 }
 
 const backendHelp = `

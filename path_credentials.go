@@ -471,6 +471,9 @@ func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *
 	// The metadata goes first: once it is gone the credential is gone, and
 	// the sweep below runs again on a retried delete if it fails half-way.
 	if c != nil {
+		if sv, err := loadSecret(ctx, req.Storage, name, c.ID); err == nil && sv.Token != nil {
+			b.indexExpiry(ctx, req.Storage, name, sv.Token, nil)
+		}
 		if err := req.Storage.Delete(ctx, credKey(name)); err != nil {
 			return nil, storageError("deleting credential", err)
 		}

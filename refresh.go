@@ -3,76 +3,129 @@ package nebula
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/hashicorp/vault/sdk/queue"
 )
 
-// The expiry index lists credentials by the minute their token expires:
-// "expiry/<unix minute, 12 digits>/<name>". Finding what is due lists the
-// minute buckets, then only the due buckets' names, so the cost grows with
-// the number due, not with the number stored. Entries are hints: a stale one
-// (refreshed or deleted credential) is dropped when found.
+// Expiry index. Each refreshable token's expiry is kept twice:
+//
+//   - in storage, as an empty entry "expiry/<unix day>/<unix minute>/<name>",
+//     so a node that becomes active (or restarts) can rebuild the index;
+//   - in memory, in a priority queue ordered by expiry (the pattern of Vault's
+//     database engine for static role rotation), loaded once from storage on
+//     first use.
+//
+// Finding what is due pops the queue up to the horizon, so the cost of a
+// refresh run grows with the number due, not with the number stored. Entries
+// are hints: a stale one (refreshed elsewhere, deleted) is dropped when found.
 const expiryPrefix = "expiry/"
 
-func expiryBucket(t time.Time) string {
-	return fmt.Sprintf("%012d", t.Unix()/60)
+func expiryKey(t time.Time, name string) string {
+	return fmt.Sprintf("%s%08d/%012d/%s", expiryPrefix, t.Unix()/86400, t.Unix()/60, name)
 }
 
-func expiryKey(t time.Time, name string) string {
-	return expiryPrefix + expiryBucket(t) + "/" + name
+// expiryIndex is the in-memory side of the index.
+type expiryIndex struct {
+	mu     sync.Mutex
+	q      *queue.PriorityQueue // guarded by mu; key name, priority unix minute of expiry
+	loaded bool                 // guarded by mu; false: rebuild from storage on next use
+}
+
+// reset makes the next use reload the index from storage.
+func (x *expiryIndex) reset() {
+	x.mu.Lock()
+	x.loaded = false
+	x.mu.Unlock()
+}
+
+// ensureLoaded builds the queue from storage once. The caller holds x.mu.
+func (x *expiryIndex) ensureLoaded(ctx context.Context, s logical.Storage) error {
+	if x.loaded {
+		return nil
+	}
+	keys, err := logical.CollectKeysWithPrefix(ctx, s, expiryPrefix)
+	if err != nil {
+		return storageError("loading the expiry index", err)
+	}
+	q := queue.New()
+	for _, key := range keys {
+		parts := strings.Split(strings.TrimPrefix(key, expiryPrefix), "/")
+		if len(parts) != 3 {
+			continue
+		}
+		minute, err := strconv.ParseInt(parts[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		setPriority(q, parts[2], minute, true)
+	}
+	x.q, x.loaded = q, true
+	return nil
+}
+
+// setPriority puts name in the queue at minute; with keepEarlier, an
+// earlier existing entry wins (so nothing due is missed).
+func setPriority(q *queue.PriorityQueue, name string, minute int64, keepEarlier bool) {
+	if old, err := q.PopByKey(name); err == nil && old != nil && keepEarlier && old.Priority < minute {
+		minute = old.Priority
+	}
+	_ = q.Push(&queue.Item{Key: name, Priority: minute}) // cannot be a duplicate: popped above
+}
+
+// update moves name to its new expiry, when the queue is loaded (an
+// unloaded queue reads storage, which the caller updated, when it loads).
+func (x *expiryIndex) update(name string, expiry time.Time) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.loaded {
+		setPriority(x.q, name, expiry.Unix()/60, false)
+	}
+}
+
+// popDue removes and returns the names whose expiry minute is at or before
+// horizon's.
+func (x *expiryIndex) popDue(ctx context.Context, s logical.Storage, horizon time.Time) ([]string, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if err := x.ensureLoaded(ctx, s); err != nil {
+		return nil, err
+	}
+	limit := horizon.Unix() / 60
+	var due []string
+	for x.q.Len() > 0 {
+		item, err := x.q.Pop()
+		if err != nil {
+			break
+		}
+		if item.Priority > limit {
+			_ = x.q.Push(item)
+			break
+		}
+		due = append(due, item.Key)
+	}
+	return due, nil
 }
 
 // indexExpiry moves a credential's index entry from the previous token's
-// expiry to the new one's. Failures are logged: the index is a hint, and a
-// missing entry only delays a background refresh until the next read.
+// expiry to the new one's. Storage failures are logged: the index is a hint,
+// and a missing entry only delays a background refresh until the next read.
 func (b *backend) indexExpiry(ctx context.Context, s logical.Storage, name string, previous, next *issuedToken) {
 	if next != nil {
 		if err := s.Put(ctx, &logical.StorageEntry{Key: expiryKey(next.Expiry, name)}); err != nil {
 			b.logger.Warn("could not index token expiry", "credential", name, "error", err)
 		}
+		b.expiry.update(name, next.Expiry)
 	}
-	if previous != nil && (next == nil || expiryBucket(previous.Expiry) != expiryBucket(next.Expiry)) {
+	if previous != nil && (next == nil || expiryKey(previous.Expiry, name) != expiryKey(next.Expiry, name)) {
 		if err := s.Delete(ctx, expiryKey(previous.Expiry, name)); err != nil {
 			b.logger.Warn("could not drop old expiry index entry", "credential", name, "error", err)
 		}
 	}
-}
-
-// dueCredentials lists the names whose tokens expire before horizon, in
-// expiry order.
-func dueCredentials(ctx context.Context, s logical.Storage, horizon time.Time) ([]dueEntry, error) {
-	buckets, err := s.List(ctx, expiryPrefix)
-	if err != nil {
-		return nil, storageError("listing the expiry index", err)
-	}
-	sort.Strings(buckets)
-	limit := horizon.Unix() / 60
-	var due []dueEntry
-	for _, bucket := range buckets {
-		minute, err := strconv.ParseInt(bucket[:len(bucket)-1], 10, 64)
-		if err != nil {
-			continue
-		}
-		if minute > limit {
-			break
-		}
-		names, err := s.List(ctx, expiryPrefix+bucket)
-		if err != nil {
-			return nil, storageError("listing the expiry index", err)
-		}
-		for _, name := range names {
-			due = append(due, dueEntry{name: name, key: expiryPrefix + bucket + name})
-		}
-	}
-	return due, nil
-}
-
-type dueEntry struct {
-	name string
-	key  string // the index entry
 }
 
 // refreshResult is the outcome of refreshing what is due.
@@ -88,38 +141,44 @@ func (b *backend) refreshDue(ctx context.Context, s logical.Storage) (*refreshRe
 	if err != nil {
 		return nil, err
 	}
-	due, err := dueCredentials(ctx, s, b.now().Add(cfg.RefreshAhead))
+	due, err := b.expiry.popDue(ctx, s, b.now().Add(cfg.RefreshAhead))
 	if err != nil {
 		return nil, err
 	}
 	res := &refreshResult{Refreshed: []string{}, Failed: map[string]string{}}
-	for _, d := range due {
+	for i, name := range due {
 		if ctx.Err() != nil {
+			b.requeue(ctx, s, due[i:])
 			break
 		}
-		refreshed, err := b.refreshIfDue(ctx, s, cfg, d.name)
+		refreshed, err := b.refreshIfDue(ctx, s, cfg, name)
 		switch {
 		case err != nil && ErrorKind(err) == KindNotFound:
-			b.dropIndexEntry(ctx, s, d.key)
+			// Deleted since it was indexed; delete dropped its entry.
 		case err != nil:
-			res.Failed[d.name] = err.Error()
+			res.Failed[name] = err.Error()
+			b.requeue(ctx, s, []string{name}) // due again on the next run
 		case refreshed:
-			res.Refreshed = append(res.Refreshed, d.name)
-		default: // refreshed by someone else since it was indexed
-			b.dropIndexEntry(ctx, s, d.key)
+			res.Refreshed = append(res.Refreshed, name)
 		}
 	}
 	return res, nil
 }
 
-func (b *backend) dropIndexEntry(ctx context.Context, s logical.Storage, key string) {
-	if err := s.Delete(ctx, key); err != nil {
-		b.logger.Warn("could not drop stale expiry index entry", "error", err)
+// requeue puts names back at their stored token's expiry.
+func (b *backend) requeue(ctx context.Context, s logical.Storage, names []string) {
+	for _, name := range names {
+		_, sv, err := loadCurrent(ctx, s, name)
+		if err == nil && sv.Token != nil {
+			b.expiry.update(name, sv.Token.Expiry)
+		}
 	}
 }
 
-// refreshIfDue refreshes one credential when its token is expiring, sharing
-// the work with concurrent token reads of the same name.
+// refreshIfDue refreshes one credential when its token is expiring, under
+// its lock, so it never races a token read of the same name. A token that
+// is not due (refreshed by a read since it was queued) is queued again at
+// its expiry.
 func (b *backend) refreshIfDue(ctx context.Context, s logical.Storage, cfg *Config, name string) (bool, error) {
 	lock := b.lock(name)
 	lock.Lock()
@@ -128,7 +187,11 @@ func (b *backend) refreshIfDue(ctx context.Context, s logical.Storage, cfg *Conf
 	if err != nil {
 		return false, err
 	}
-	if !c.typ().Refreshable || !sv.Token.expiring(b.now(), cfg.RefreshAhead) {
+	if !c.typ().Refreshable || sv.Token == nil {
+		return false, nil
+	}
+	if !sv.Token.expiring(b.now(), cfg.RefreshAhead) {
+		b.expiry.update(name, sv.Token.Expiry)
 		return false, nil
 	}
 	if _, err := b.refreshLocked(ctx, s, cfg, c, sv); err != nil {
