@@ -76,7 +76,14 @@ type backend struct {
 	stats engineStats
 
 	// expiry orders refreshable tokens by expiry for refresh-ahead.
-	expiry expiryIndex
+	expiry timeIndex
+	// sched orders credentials by their next rotation work.
+	sched timeIndex
+	// inRotation marks rotations in progress on this node.
+	inRotation rotating
+	// rotationHook, when set (tests), runs after each rotation step; an
+	// error stops the rotation there, as a crash would.
+	rotationHook func(step string) error
 
 	upstreamMu       sync.Mutex
 	upstreamClient   *upstream.Client // guarded by upstreamMu; built for upstreamCfg
@@ -103,8 +110,13 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		cache:            cache,
 		upstreamAttempts: upstream.DefaultAttempts,
 		upstreamBackoff:  upstream.DefaultBackoff,
+		expiry:           timeIndex{prefix: expiryPrefix},
+		sched:            timeIndex{prefix: schedPrefix},
 	}
-	b.tasks = []periodicTask{{name: "refresh-ahead", run: b.periodicRefresh}}
+	b.tasks = []periodicTask{
+		{name: "refresh-ahead", run: b.periodicRefresh},
+		{name: "rotation", run: b.periodicRotation},
+	}
 	b.logger = conf.Logger
 	if b.logger == nil {
 		b.logger = hclog.NewNullLogger()
@@ -120,12 +132,17 @@ func newBackend(conf *logical.BackendConfig) *backend {
 			pathTypes(b),
 			pathCredentials(b),
 			pathTokens(b),
+			pathRotate(b),
 			pathProviders(b),
 		),
-		PeriodicFunc:   b.periodic,
-		Invalidate:     b.invalidate,
-		Clean:          b.clean,
-		RunningVersion: Version,
+		PeriodicFunc: b.periodic,
+		WALRollback:  b.walRollback,
+		// Rotations finish within a minute; an older WAL entry is from an
+		// interrupted one.
+		WALRollbackMinAge: 2 * time.Minute,
+		Invalidate:        b.invalidate,
+		Clean:             b.clean,
+		RunningVersion:    Version,
 	}
 	return b
 }
@@ -203,6 +220,8 @@ func (b *backend) invalidate(_ context.Context, key string) {
 		b.purgeCache()
 	case strings.HasPrefix(key, expiryPrefix):
 		b.expiry.reset()
+	case strings.HasPrefix(key, schedPrefix):
+		b.sched.reset()
 	}
 }
 
@@ -213,6 +232,7 @@ func (b *backend) clean(ctx context.Context) {
 	b.invalidate(ctx, saltKey)
 	b.purgeCache()
 	b.expiry.reset()
+	b.sched.reset()
 }
 
 const backendHelp = `

@@ -48,6 +48,13 @@ type credential struct {
 	// IdempotencyKeys lists the storage ids of the idempotency keys used on
 	// this credential, so delete can drop them.
 	IdempotencyKeys []string `json:"idempotency_keys,omitempty"`
+
+	// Previous is the version before the current one, kept readable by a
+	// blue/green rotation until its grace period ends; nil when none.
+	Previous *versionRef `json:"previous,omitempty"`
+	// Rotation is the rotation policy; nil when none.
+	Rotation      *rotationPolicy `json:"rotation,omitempty"`
+	RotationState rotationState   `json:"rotation_state"`
 }
 
 // secretVersion is one version of a credential's secret fields, stored
@@ -131,6 +138,7 @@ func (c *credential) responseData(now time.Time) map[string]any {
 		"expires_at":  expires,
 		"status":      c.status(now),
 		"last_error":  c.LastError,
+		"rotation":    c.rotationData(now),
 	} {
 		data[k] = v
 	}

@@ -9,10 +9,12 @@ import (
 // engineStats are the engine's in-memory counters. They are per node and
 // start at zero when the plugin starts.
 type engineStats struct {
-	cacheHits       atomic.Int64
-	cacheMisses     atomic.Int64
-	refreshCount    atomic.Int64
-	refreshFailures atomic.Int64
+	cacheHits        atomic.Int64
+	cacheMisses      atomic.Int64
+	refreshCount     atomic.Int64
+	refreshFailures  atomic.Int64
+	rotations        atomic.Int64
+	rotationFailures atomic.Int64
 
 	mu           sync.Mutex
 	refreshTotal time.Duration // guarded by mu; sum of refresh durations

@@ -309,6 +309,13 @@ func (b *backend) createCredential(ctx context.Context, s logical.Storage, in *c
 	if err := t.Check(values); err != nil {
 		return nil, invalidInput(err)
 	}
+	if t.Generates() && values.String("value") == "" {
+		generated, err := t.Generate(values)
+		if err != nil {
+			return nil, err
+		}
+		values = values.Merge(generated)
+	}
 	if err := b.checkUpstream(ctx, s, t, values); err != nil {
 		return nil, err
 	}
@@ -355,15 +362,16 @@ func (b *backend) updateCredential(ctx context.Context, s logical.Storage, exist
 		c.Metadata = in.Metadata
 	}
 	var next *secretVersion
+	var retired []versionRef
 	if !secretsEqual(current.Fields, secret) {
 		// Different secret values make a new version, as rotation with
-		// supplied values does.
+		// supplied values does (the policy's strategy applies).
 		id, err := uuid.GenerateUUID()
 		if err != nil {
 			return nil, fmt.Errorf("generating id: %w", err)
 		}
-		c.ID, c.Version = id, existing.Version+1
-		next = &secretVersion{ID: id, Version: c.Version, CreatedAt: b.now().UTC(), Fields: current.Fields.Merge(secret)}
+		next = &secretVersion{ID: id, Version: existing.Version + 1, CreatedAt: b.now().UTC(), Fields: current.Fields.Merge(secret)}
+		retired = b.promote(&c, next)
 	}
 	full := c.Fields.Merge(current.Fields)
 	if next != nil {
@@ -380,10 +388,7 @@ func (b *backend) updateCredential(ctx context.Context, s logical.Storage, exist
 		return nil, err
 	}
 	if next != nil {
-		// The new version is current; the old one goes (immediate strategy).
-		if err := s.Delete(ctx, existing.secretKey()); err != nil {
-			b.logger.Warn("could not delete superseded secret version", "credential", c.Name, "error", err)
-		}
+		b.afterNewVersion(ctx, s, &c, next, retired)
 	}
 	return &c, nil
 }

@@ -287,7 +287,7 @@ func TestSecretsAreSealWrapped(t *testing.T) {
 func TestTypesPaths(t *testing.T) {
 	e := newTestBackend(t)
 	list := e.mustRequest(t, logical.ListOperation, "types/", nil)
-	require.Equal(t, []string{"api_key", "basic_auth", "bearer", "oauth2"}, list.Data["keys"])
+	require.Equal(t, []string{"api_key", "basic_auth", "bearer", "generated", "oauth2"}, list.Data["keys"])
 
 	read := e.mustRequest(t, logical.ReadOperation, "types/oauth2", nil)
 	require.Equal(t, []string{"client_secret", "refresh_token"}, read.Data["secret_fields"])

@@ -25,6 +25,7 @@ func pathTokens(b *backend) []*framework.Path {
 				"execution_id": {Type: framework.TypeString, Description: "Caller context for the audit trail: the workflow execution."},
 				"workflow_id":  {Type: framework.TypeString, Description: "Caller context for the audit trail: the workflow."},
 				"user_id":      {Type: framework.TypeString, Description: "Caller context for the audit trail: the user on whose behalf the token is used."},
+				"version":      {Type: framework.TypeString, Description: `"current" (default) or "previous": the version a blue/green rotation keeps readable during its grace period.`},
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathTokenRead},
@@ -104,11 +105,57 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	if _, err := parseCaller(d); err != nil {
 		return nil, err
 	}
-	t, err := b.tokenFor(ctx, req.Storage, name)
+	var (
+		t   *servedToken
+		err error
+	)
+	switch version := d.Get("version").(string); version {
+	case "", "current":
+		t, err = b.tokenFor(ctx, req.Storage, name)
+	case "previous":
+		t, err = b.previousToken(ctx, req.Storage, name)
+	default:
+		err = newError(KindInvalidInput, "field \"version\" must be current or previous")
+	}
 	if err != nil {
 		return nil, err
 	}
 	return &logical.Response{Data: t.responseData(b.now())}, nil
+}
+
+// previousToken serves the version a blue/green rotation keeps during its
+// grace period. It is read from storage (uncached) and never refreshed.
+func (b *backend) previousToken(ctx context.Context, s logical.Storage, name string) (*servedToken, error) {
+	cfg, err := b.getConfig(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	lock := b.lock(name)
+	lock.RLock()
+	defer lock.RUnlock()
+	c, err := loadCredential(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		return nil, newError(KindNotFound, "credential %q does not exist", name)
+	}
+	if c.Previous == nil || !b.now().Before(c.Previous.GraceUntil) {
+		return nil, newError(KindNotFound, "credential %q has no previous version in a grace period", name)
+	}
+	sv, err := loadSecret(ctx, s, name, c.Previous.ID)
+	if err != nil {
+		return nil, err
+	}
+	prev := *c
+	prev.Version = c.Previous.Version
+	if c.typ().IsStatic() {
+		return b.staticToken(cfg, &prev, sv)
+	}
+	if sv.Token == nil {
+		return nil, newError(KindNoToken, "the previous version of %q has no token", name)
+	}
+	return b.served(cfg, &prev, sv.Token), nil
 }
 
 func (b *backend) pathRefreshOne(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/hashicorp/vault/sdk/queue"
 )
@@ -23,38 +24,48 @@ import (
 // Finding what is due pops the queue up to the horizon, so the cost of a
 // refresh run grows with the number due, not with the number stored. Entries
 // are hints: a stale one (refreshed elsewhere, deleted) is dropped when found.
-const expiryPrefix = "expiry/"
+//
+// The rotation scheduler keeps the same kind of index under "sched/".
+const (
+	expiryPrefix = "expiry/"
+	schedPrefix  = "sched/"
+)
 
-func expiryKey(t time.Time, name string) string {
-	return fmt.Sprintf("%s%08d/%012d/%s", expiryPrefix, t.Unix()/86400, t.Unix()/60, name)
+func expiryKey(t time.Time, name string) string { return timeKey(expiryPrefix, t, name) }
+
+func timeKey(prefix string, t time.Time, name string) string {
+	return fmt.Sprintf("%s%08d/%012d/%s", prefix, t.Unix()/86400, t.Unix()/60, name)
 }
 
-// expiryIndex is the in-memory side of the index.
-type expiryIndex struct {
+// timeIndex orders credential names by a time, at minute resolution: the
+// in-memory side of an index whose entries are also in storage under
+// prefix.
+type timeIndex struct {
+	prefix string
 	mu     sync.Mutex
-	q      *queue.PriorityQueue // guarded by mu; key name, priority unix minute of expiry
+	q      *queue.PriorityQueue // guarded by mu; key name, priority unix minute
 	loaded bool                 // guarded by mu; false: rebuild from storage on next use
 }
 
 // reset makes the next use reload the index from storage.
-func (x *expiryIndex) reset() {
+func (x *timeIndex) reset() {
 	x.mu.Lock()
 	x.loaded = false
 	x.mu.Unlock()
 }
 
 // ensureLoaded builds the queue from storage once. The caller holds x.mu.
-func (x *expiryIndex) ensureLoaded(ctx context.Context, s logical.Storage) error {
+func (x *timeIndex) ensureLoaded(ctx context.Context, s logical.Storage) error {
 	if x.loaded {
 		return nil
 	}
-	keys, err := logical.CollectKeysWithPrefix(ctx, s, expiryPrefix)
+	keys, err := logical.CollectKeysWithPrefix(ctx, s, x.prefix)
 	if err != nil {
-		return storageError("loading the expiry index", err)
+		return storageError("loading the "+x.prefix+" index", err)
 	}
 	q := queue.New()
 	for _, key := range keys {
-		parts := strings.Split(strings.TrimPrefix(key, expiryPrefix), "/")
+		parts := strings.Split(strings.TrimPrefix(key, x.prefix), "/")
 		if len(parts) != 3 {
 			continue
 		}
@@ -79,17 +90,44 @@ func setPriority(q *queue.PriorityQueue, name string, minute int64, keepEarlier 
 
 // update moves name to its new expiry, when the queue is loaded (an
 // unloaded queue reads storage, which the caller updated, when it loads).
-func (x *expiryIndex) update(name string, expiry time.Time) {
+func (x *timeIndex) update(name string, at time.Time) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.loaded {
-		setPriority(x.q, name, expiry.Unix()/60, false)
+		setPriority(x.q, name, at.Unix()/60, false)
+	}
+}
+
+// remove drops name from the in-memory queue.
+func (x *timeIndex) remove(name string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.loaded {
+		_, _ = x.q.PopByKey(name)
+	}
+}
+
+// move changes name's entry from old to at (either may be zero: none), in
+// storage and in memory. Storage failures are logged: entries are hints.
+func (x *timeIndex) move(ctx context.Context, s logical.Storage, logger hclog.Logger, name string, old, at time.Time) {
+	if !at.IsZero() {
+		if err := s.Put(ctx, &logical.StorageEntry{Key: timeKey(x.prefix, at, name)}); err != nil {
+			logger.Warn("could not write an index entry", "index", x.prefix, "credential", name, "error", err)
+		}
+		x.update(name, at)
+	} else {
+		x.remove(name)
+	}
+	if !old.IsZero() && (at.IsZero() || timeKey(x.prefix, old, name) != timeKey(x.prefix, at, name)) {
+		if err := s.Delete(ctx, timeKey(x.prefix, old, name)); err != nil {
+			logger.Warn("could not drop an old index entry", "index", x.prefix, "credential", name, "error", err)
+		}
 	}
 }
 
 // popDue removes and returns the names whose expiry minute is at or before
 // horizon's.
-func (x *expiryIndex) popDue(ctx context.Context, s logical.Storage, horizon time.Time) ([]string, error) {
+func (x *timeIndex) popDue(ctx context.Context, s logical.Storage, horizon time.Time) ([]string, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if err := x.ensureLoaded(ctx, s); err != nil {
@@ -111,21 +149,17 @@ func (x *expiryIndex) popDue(ctx context.Context, s logical.Storage, horizon tim
 	return due, nil
 }
 
-// indexExpiry moves a credential's index entry from the previous token's
-// expiry to the new one's. Storage failures are logged: the index is a hint,
-// and a missing entry only delays a background refresh until the next read.
+// indexExpiry moves a credential's expiry index entry from the previous
+// token's expiry to the next one's (either may be nil).
 func (b *backend) indexExpiry(ctx context.Context, s logical.Storage, name string, previous, next *issuedToken) {
+	var old, at time.Time
+	if previous != nil {
+		old = previous.Expiry
+	}
 	if next != nil {
-		if err := s.Put(ctx, &logical.StorageEntry{Key: expiryKey(next.Expiry, name)}); err != nil {
-			b.logger.Warn("could not index token expiry", "credential", name, "error", err)
-		}
-		b.expiry.update(name, next.Expiry)
+		at = next.Expiry
 	}
-	if previous != nil && (next == nil || expiryKey(previous.Expiry, name) != expiryKey(next.Expiry, name)) {
-		if err := s.Delete(ctx, expiryKey(previous.Expiry, name)); err != nil {
-			b.logger.Warn("could not drop old expiry index entry", "credential", name, "error", err)
-		}
-	}
+	b.expiry.move(ctx, s, b.logger, name, old, at)
 }
 
 // refreshResult is the outcome of refreshing what is due.

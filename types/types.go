@@ -112,6 +112,8 @@ type Type struct {
 	// token renders the ready-to-use token of a static credential; nil for
 	// types whose tokens come from an upstream.
 	token func(Values) (Token, error)
+	// generate makes new secret values, for types that make their own.
+	generate func(Values) (Values, error)
 }
 
 // Field returns the named field of the type.

@@ -11,9 +11,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-cleanhttp"
@@ -127,6 +129,8 @@ func (e *Error) Error() string {
 	switch {
 	case e.Status != 0 && e.Code != "":
 		return fmt.Sprintf("token endpoint answered %d %s", e.Status, e.Code)
+	case e.Status != 0 && e.Reason != "":
+		return fmt.Sprintf("%s (%d)", e.Reason, e.Status)
 	case e.Status != 0:
 		return fmt.Sprintf("token endpoint answered %d", e.Status)
 	}
@@ -261,4 +265,34 @@ func redact(raw string) string {
 	}
 	u.RawQuery, u.User, u.Fragment = "", nil, ""
 	return u.String()
+}
+
+// Revoke asks a revocation endpoint (RFC 7009) to revoke a token, with the
+// client authentication of r. hint is "access_token" or "refresh_token".
+func (c *Client) Revoke(ctx context.Context, r Request, revocationURL, token, hint string) error {
+	form := url.Values{"token": {token}, "token_type_hint": {hint}}
+	if r.AuthStyle == "body" {
+		form.Set("client_id", r.ClientID)
+		if r.ClientSecret != "" {
+			form.Set("client_secret", r.ClientSecret)
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, revocationURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return &Error{Reason: "invalid revocation URL", Permanent: true}
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if r.AuthStyle != "body" {
+		req.SetBasicAuth(url.QueryEscape(r.ClientID), url.QueryEscape(r.ClientSecret))
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return classify(err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return &Error{Status: resp.StatusCode, Reason: "revocation refused", Permanent: resp.StatusCode < 500}
+	}
+	return nil
 }
