@@ -83,7 +83,7 @@ func (b *backend) callWebhook(ctx context.Context, s logical.Storage, cfg *Confi
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, webhookTimeout)
+	ctx, cancel := context.WithTimeout(ctx, b.webhookTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Rotation.WebhookURL, bytes.NewReader(body))
 	if err != nil {
@@ -96,7 +96,7 @@ func (b *backend) callWebhook(ctx context.Context, s logical.Storage, cfg *Confi
 	if err != nil {
 		var netErr net.Error
 		if errors.As(err, &netErr) && netErr.Timeout() || errors.Is(err, context.DeadlineExceeded) {
-			return nil, fail("timed out after %s", webhookTimeout)
+			return nil, fail("timed out after %s", b.webhookTimeout)
 		}
 		var ue *upstream.Error
 		if errors.As(err, &ue) {

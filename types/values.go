@@ -1,6 +1,7 @@
 package types
 
 import (
+	"encoding/json"
 	"maps"
 	"math"
 	"slices"
@@ -112,6 +113,12 @@ func asInt(value any) (int, bool) {
 			return 0, false
 		}
 		return int(n), true
+	case json.Number: // Vault's storage decoding keeps numbers as json.Number
+		i, err := n.Int64()
+		if err != nil || i > math.MaxInt32 || i < math.MinInt32 {
+			return 0, false
+		}
+		return int(i), true
 	}
 	return 0, false
 }

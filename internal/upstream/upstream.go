@@ -9,6 +9,8 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -42,9 +44,13 @@ const (
 	DefaultBackoff  = 250 * time.Millisecond
 )
 
-// New returns a Client whose requests go only where policy allows.
-func New(policy HostPolicy) *Client {
+// New returns a Client whose requests go only where policy allows. roots,
+// when not nil, replaces the system's trusted CAs (tests, private CAs).
+func New(policy HostPolicy, roots *x509.CertPool) *Client {
 	transport := cleanhttp.DefaultPooledTransport()
+	if roots != nil {
+		transport.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
 	transport.TLSHandshakeTimeout = 5 * time.Second
 	transport.ResponseHeaderTimeout = DefaultTimeout
 	return &Client{
