@@ -5,6 +5,7 @@ package nebula
 
 import (
 	"context"
+	"crypto/x509"
 	"regexp"
 	"strings"
 	"sync"
@@ -90,6 +91,8 @@ type backend struct {
 	upstreamCfg      *Config          // guarded by upstreamMu
 	upstreamAttempts int              // attempts per upstream request
 	upstreamBackoff  time.Duration    // first retry wait
+	upstreamRoots    *x509.CertPool   // trusted CAs for upstreams; nil means the system's
+	webhookTimeout   time.Duration    // bound of one rotation webhook call
 }
 
 // Factory creates and sets up the backend; it is the plugin's
@@ -110,6 +113,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		cache:            cache,
 		upstreamAttempts: upstream.DefaultAttempts,
 		upstreamBackoff:  upstream.DefaultBackoff,
+		webhookTimeout:   webhookTimeout,
 		expiry:           timeIndex{prefix: expiryPrefix},
 		sched:            timeIndex{prefix: schedPrefix},
 	}
