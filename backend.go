@@ -6,6 +6,8 @@ package nebula
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
+	"errors"
 	"regexp"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/helper/errutil"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/sync/singleflight"
@@ -76,6 +79,18 @@ type backend struct {
 
 	stats engineStats
 
+	// auditLog buffers the engine's audit events until they are flushed.
+	auditLog auditLog
+	// flusher stops the audit flusher goroutine (Clean); nil when none runs.
+	flusherMu sync.Mutex
+	flusher   context.CancelFunc // guarded by flusherMu
+	flushDone chan struct{}      // guarded by flusherMu; closed when the flusher ends
+	// storage is the mount's storage view, for background work.
+	storage logical.Storage
+
+	// healthSources add issues of other parts (mirrors) to health reads.
+	healthSources []func(context.Context, logical.Storage) []healthIssue
+
 	// expiry orders refreshable tokens by expiry for refresh-ahead.
 	expiry timeIndex
 	// sched orders credentials by their next rotation work.
@@ -102,7 +117,33 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 	if err := b.Setup(ctx, conf); err != nil {
 		return nil, err
 	}
-	return b, nil
+	return &vaultBackend{b}, nil
+}
+
+// vaultBackend is the backend as Vault sees it: it answers CredentialErrors
+// with their status and a body of the usual {"errors": [...]} shape whose
+// message starts with the code. (Vault wraps errors a plugin returns as
+// "1 error occurred: ...", which would hide the code prefix.)
+type vaultBackend struct{ *backend }
+
+// HandleRequest implements logical.Backend.
+func (v *vaultBackend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	resp, err := v.backend.HandleRequest(ctx, req)
+	var ce *CredentialError
+	if err != nil && errors.As(err, &ce) && req.Operation != logical.RollbackOperation {
+		return codedResponse(ce), nil
+	}
+	return resp, err
+}
+
+// codedResponse is a raw HTTP answer carrying a CredentialError.
+func codedResponse(ce *CredentialError) *logical.Response {
+	body, _ := json.Marshal(map[string][]string{"errors": {ce.Error()}})
+	return &logical.Response{Data: map[string]any{
+		logical.HTTPStatusCode:  ce.Code(),
+		logical.HTTPContentType: "application/json",
+		logical.HTTPRawBody:     body,
+	}}
 }
 
 func newBackend(conf *logical.BackendConfig) *backend {
@@ -120,7 +161,9 @@ func newBackend(conf *logical.BackendConfig) *backend {
 	b.tasks = []periodicTask{
 		{name: "refresh-ahead", run: b.periodicRefresh},
 		{name: "rotation", run: b.periodicRotation},
+		{name: "audit-retention", run: b.pruneAudit},
 	}
+	b.storage = conf.StorageView
 	b.logger = conf.Logger
 	if b.logger == nil {
 		b.logger = hclog.NewNullLogger()
@@ -129,7 +172,8 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{secretPrefix, saltKey},
+			SealWrapStorage: []string{secretPrefix, saltKey, flowPrefix},
+			Unauthenticated: []string{"callback"},
 		},
 		Paths: framework.PathAppend(
 			[]*framework.Path{pathConfig(b)},
@@ -137,7 +181,10 @@ func newBackend(conf *logical.BackendConfig) *backend {
 			pathCredentials(b),
 			pathTokens(b),
 			pathRotate(b),
+			pathAudit(b),
+			pathHealth(b),
 			pathProviders(b),
+			pathFlows(b),
 		),
 		PeriodicFunc: b.periodic,
 		WALRollback:  b.walRollback,
@@ -162,6 +209,18 @@ func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*log
 		}
 	}
 	return resp, err
+}
+
+// HandleExistenceCheck runs the framework's existence check, which
+// validates field types before HandleRequest sees the request. Vault keeps
+// only a UserError from it (anything else becomes a 500), so conversion
+// errors become a UserError that names the field without echoing the value.
+func (b *backend) HandleExistenceCheck(ctx context.Context, req *logical.Request) (bool, bool, error) {
+	found, exists, err := b.Backend.HandleExistenceCheck(ctx, req)
+	if err != nil && strings.Contains(err.Error(), "error converting input") {
+		return false, false, errutil.UserError{Err: fieldTypeError(err.Error()).Error()}
+	}
+	return found, exists, err
 }
 
 var fieldNameRe = regexp.MustCompile(`for field "([^"]+)"`)
@@ -229,9 +288,44 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	}
 }
 
+// initialize starts the background audit flusher. Vault calls it once the
+// mount is set up (and again after a reload).
+func (b *backend) initialize(_ context.Context, req *logical.InitializationRequest) error {
+	s := b.storage
+	if req != nil && req.Storage != nil {
+		s = req.Storage
+	}
+	b.flusherMu.Lock()
+	defer b.flusherMu.Unlock()
+	if b.flusher != nil || s == nil {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	b.flusher, b.flushDone = cancel, done
+	go func() {
+		defer close(done)
+		b.runAuditFlusher(ctx, s)
+	}()
+	return nil
+}
+
+// stopFlusher stops the audit flusher after its final flush.
+func (b *backend) stopFlusher() {
+	b.flusherMu.Lock()
+	cancel, done := b.flusher, b.flushDone
+	b.flusher, b.flushDone = nil, nil
+	b.flusherMu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
 // clean releases in-memory state when the mount is unmounted or the plugin
 // is reloaded.
 func (b *backend) clean(ctx context.Context) {
+	b.stopFlusher()
 	b.invalidate(ctx, configKey)
 	b.invalidate(ctx, saltKey)
 	b.purgeCache()

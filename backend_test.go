@@ -50,7 +50,7 @@ func newTestBackend(tb testing.TB) *testEnv {
 	b, err := Factory(context.Background(), conf)
 	require.NoError(tb, err)
 	clock := &testClock{now: time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)}
-	nb := b.(*backend)
+	nb := b.(*vaultBackend).backend
 	nb.now = clock.Now
 	return &testEnv{b: nb, storage: storage, clock: clock, sys: sys}
 }
@@ -210,3 +210,22 @@ func (b *backend) isSealWrapped(key string) bool {
 }
 
 const time2h = 2 * time.Hour
+
+func TestVaultSeesCodedErrors(t *testing.T) {
+	e := newTestBackend(t)
+	v := &vaultBackend{e.b}
+	resp, err := v.HandleRequest(context.Background(), &logical.Request{
+		Operation: logical.ReadOperation, Path: "creds/missing", Storage: e.storage,
+	})
+	require.NoError(t, err)
+	require.Equal(t, 404, resp.Data[logical.HTTPStatusCode])
+	require.JSONEq(t, `{"errors":["not_found: credential \"missing\" does not exist"]}`, string(resp.Data[logical.HTTPRawBody].([]byte)))
+
+	_, _, err = v.HandleExistenceCheck(context.Background(), &logical.Request{
+		Operation: logical.CreateOperation, Path: "creds/x", Storage: e.storage,
+		Data: map[string]any{"api_key": map[string]any{"value": "s3cret-in-object"}},
+	})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), `invalid_input: field "api_key" has the wrong type`)
+	require.NotContains(t, err.Error(), "s3cret")
+}

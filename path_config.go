@@ -86,6 +86,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := b.putConfig(ctx, req.Storage, &c); err != nil {
 		return nil, err
 	}
+	b.audit(ctx, req, auditEvent{Action: actionConfig, Success: true}, nil)
 	return &logical.Response{Data: c.responseData()}, nil
 }
 

@@ -257,11 +257,17 @@ func (b *backend) pathCredsWrite(ctx context.Context, req *logical.Request, d *f
 		return nil, err
 	}
 	var c *credential
+	ev := auditEvent{Action: actionCreate, Credential: name}
 	if existing == nil {
 		c, err = b.createCredential(ctx, req.Storage, in)
 	} else {
+		ev.Action = actionUpdate
 		c, err = b.updateCredential(ctx, req.Storage, existing, in)
 	}
+	if c != nil {
+		ev.Version = c.Version
+	}
+	b.audit(ctx, req, auditOutcome(ev, err), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -498,6 +504,10 @@ func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *
 		}
 	}
 	b.dropCached(name)
+	b.stats.forget(name)
+	if c != nil {
+		b.audit(ctx, req, auditOutcome(auditEvent{Action: actionDelete, Credential: name, Version: c.Version}, nil), nil)
+	}
 	return nil, nil
 }
 

@@ -86,7 +86,15 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 		supplied[field] = v
 	}
 	res, err := b.rotate(ctx, req.Storage, name, supplied)
+	ev := auditEvent{Action: actionRotate, Credential: name}
+	if res != nil {
+		ev.Version = res.Version
+	}
+	b.audit(ctx, req, auditOutcome(ev, err), nil)
 	if err != nil {
+		if ErrorKind(err) == KindRotationFailed {
+			b.stats.rotationFailures.Add(1)
+		}
 		return nil, err
 	}
 	return &logical.Response{Data: map[string]any{

@@ -102,13 +102,11 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	if err := validateName(name); err != nil {
 		return nil, invalidInput(err)
 	}
-	if _, err := parseCaller(d); err != nil {
+	caller, err := parseCaller(d)
+	if err != nil {
 		return nil, err
 	}
-	var (
-		t   *servedToken
-		err error
-	)
+	var t *servedToken
 	switch version := d.Get("version").(string); version {
 	case "", "current":
 		t, err = b.tokenFor(ctx, req.Storage, name)
@@ -117,10 +115,16 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	default:
 		err = newError(KindInvalidInput, "field \"version\" must be current or previous")
 	}
+	ev := auditEvent{Action: actionReadToken, Credential: name}
 	if err != nil {
+		b.audit(ctx, req, auditOutcome(ev, err), &caller)
 		return nil, err
 	}
-	return &logical.Response{Data: t.responseData(b.now())}, nil
+	now := b.now()
+	b.stats.observeRead(name, now)
+	ev.Version = t.Version
+	b.audit(ctx, req, auditOutcome(ev, nil), &caller)
+	return &logical.Response{Data: t.responseData(now)}, nil
 }
 
 // previousToken serves the version a blue/green rotation keeps during its
@@ -168,9 +172,13 @@ func (b *backend) pathRefreshOne(ctx context.Context, req *logical.Request, d *f
 		return nil, err
 	}
 	t, err := b.loadToken(ctx, req.Storage, cfg, name, true)
+	ev := auditEvent{Action: actionRefresh, Credential: name}
 	if err != nil {
+		b.audit(ctx, req, auditOutcome(ev, err), nil)
 		return nil, err
 	}
+	ev.Version = t.Version
+	b.audit(ctx, req, auditOutcome(ev, nil), nil)
 	return &logical.Response{Data: t.responseData(b.now())}, nil
 }
 

@@ -186,6 +186,9 @@ func (b *backend) refreshDue(ctx context.Context, s logical.Storage) (*refreshRe
 			break
 		}
 		refreshed, err := b.refreshIfDue(ctx, s, cfg, name)
+		if err != nil && ErrorKind(err) != KindNotFound || refreshed {
+			b.audit(ctx, nil, auditOutcome(auditEvent{Action: actionRefresh, Credential: name}, err), nil)
+		}
 		switch {
 		case err != nil && ErrorKind(err) == KindNotFound:
 			// Deleted since it was indexed; delete dropped its entry.

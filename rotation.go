@@ -319,6 +319,7 @@ func (b *backend) destroyVersion(ctx context.Context, s logical.Storage, c *cred
 		b.indexExpiry(ctx, s, c.Name, sv.Token, nil)
 	}
 	b.deleteVersion(ctx, s, c.Name, id)
+	b.audit(ctx, nil, auditEvent{Action: actionDestroyVersion, Credential: c.Name, Version: sv.Version, Success: true}, nil)
 }
 
 func (b *backend) deleteVersion(ctx context.Context, s logical.Storage, name, id string) {
@@ -395,7 +396,7 @@ func (b *backend) newVersion(ctx context.Context, s logical.Storage, cfg *Config
 			probe.Token = nil // new client credentials start afresh
 		}
 		issued, err := b.requestToken(ctx, s, cfg, c, probe)
-		b.stats.observeRefresh(0, err)
+		b.stats.observeRefresh(c.Name, b.now(), 0, err)
 		if err != nil {
 			var ce *CredentialError
 			if errors.As(err, &ce) && ce.Kind == KindRefreshFailed {
@@ -516,7 +517,12 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 		return nil
 	}
 
-	_, rotErr := b.rotate(ctx, s, name, nil)
+	res, rotErr := b.rotate(ctx, s, name, nil)
+	ev := auditEvent{Action: actionRotate, Credential: name}
+	if res != nil {
+		ev.Version = res.Version
+	}
+	b.audit(ctx, nil, auditOutcome(ev, rotErr), nil)
 	lock.Lock()
 	defer lock.Unlock()
 	if c, err = loadCredential(ctx, s, name); err != nil || c == nil {

@@ -211,7 +211,7 @@ func cacheUntil(now time.Time, cfg *Config, limit time.Time) time.Time {
 func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, cfg *Config, c *credential, sv *secretVersion) (*issuedToken, error) {
 	start := b.now()
 	issued, err := b.requestToken(ctx, s, cfg, c, sv)
-	b.stats.observeRefresh(b.now().Sub(start), err)
+	b.stats.observeRefresh(c.Name, b.now(), b.now().Sub(start), err)
 	if err != nil {
 		var ce *CredentialError
 		if !errors.As(err, &ce) || ce.Kind == KindRefreshFailed {

@@ -1,0 +1,55 @@
+# nebula-credential: Vault secrets engine plugin.
+#
+#   make build   build the plugin into bin/
+#   make dev     run a Vault dev server with the plugin mounted at nebula/
+#   make test    what CI runs: vet, fuzz, unit and acceptance tests (race)
+#   make bench   benchmarks
+#
+# VERSION is stamped into the plugin (-X main.version) and is the version
+# Vault registers it under, so it must be a semantic version: a tag from
+# git describe as it is, otherwise v0.1.0-dev (+ the commit as build
+# metadata).
+
+SHELL := bash
+GO ?= go
+PLUGIN := nebula-credential-plugin
+BIN := bin
+
+GIT_DESCRIBE := $(shell git describe --tags --always --dirty 2>/dev/null)
+VERSION ?= $(if $(filter v%,$(GIT_DESCRIBE)),$(GIT_DESCRIBE),v0.1.0-dev$(if $(GIT_DESCRIBE),+$(GIT_DESCRIBE)))
+LDFLAGS := -X main.version=$(VERSION)
+
+FUZZTIME ?= 20s
+
+.PHONY: all build dev vault test fuzz bench fmt vet clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/$(PLUGIN) ./cmd/$(PLUGIN)
+
+dev:
+	VERSION='$(VERSION)' scripts/dev.sh
+
+# vault finds or builds the Vault binary the acceptance tests run (cached
+# outside the checkout; see scripts/install-vault.sh).
+vault:
+	@scripts/install-vault.sh
+
+test: vault vet fuzz
+	VAULT_BIN="$$(scripts/install-vault.sh)" $(GO) test -race -timeout 30m ./...
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzCredentialInput -fuzztime=$(FUZZTIME) .
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+fmt:
+	$(GO) fmt ./...
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN) dist

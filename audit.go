@@ -1,0 +1,299 @@
+package nebula
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// The engine's audit trail. Events are recorded in memory on the request
+// path (no storage write there, unless config audit_sync is on) and flushed
+// in batches by a background goroutine about once a second, and before
+// every audit query. A batch is one storage entry,
+// "audit/<unix hour>/<first event id>", so queries read only the hours they
+// cover and retention deletes whole hours.
+const (
+	auditPrefix       = "audit/"
+	auditBatchSize    = 1000
+	auditMaxBuffer    = 200_000 // events kept in memory when storage is failing
+	auditFlushPeriod  = time.Second
+	auditDefaultLimit = 100
+	auditMaxLimit     = 10_000
+)
+
+// Audit actions.
+const (
+	actionCreate         = "create"
+	actionUpdate         = "update"
+	actionDelete         = "delete"
+	actionReadToken      = "read_token"
+	actionRefresh        = "refresh"
+	actionRotate         = "rotate"
+	actionDestroyVersion = "destroy_version"
+	actionConfig         = "config"
+)
+
+// auditEvent is one entry of the audit trail. It never holds secret values.
+type auditEvent struct {
+	// ID orders events: the time in nanoseconds, then a sequence number.
+	ID          string    `json:"id"`
+	Time        time.Time `json:"time"`
+	Action      string    `json:"action"`
+	Credential  string    `json:"credential,omitempty"`
+	Version     int       `json:"version,omitempty"`
+	User        string    `json:"user,omitempty"`
+	EntityID    string    `json:"entity_id,omitempty"`
+	ExecutionID string    `json:"execution_id,omitempty"`
+	WorkflowID  string    `json:"workflow_id,omitempty"`
+	Success     bool      `json:"success"`
+	// Error is the CredentialError message (code prefix first).
+	Error string `json:"error,omitempty"`
+}
+
+// auditLog buffers events until they are flushed to storage.
+type auditLog struct {
+	mu      sync.Mutex
+	buf     []auditEvent // guarded by mu
+	seq     uint64       // guarded by mu
+	dropped int64        // guarded by mu; events lost to a full buffer
+
+	flushMu sync.Mutex // serialises flushes
+}
+
+// add appends an event, stamping its id. A full buffer drops the oldest
+// events (and counts them) rather than block requests.
+func (a *auditLog) add(ev auditEvent) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.seq++
+	ev.ID = fmt.Sprintf("%019d-%08d", ev.Time.UnixNano(), a.seq%100_000_000)
+	if len(a.buf) >= auditMaxBuffer {
+		a.buf = a.buf[1:]
+		a.dropped++
+	}
+	a.buf = append(a.buf, ev)
+}
+
+// pending is the number of buffered events.
+func (a *auditLog) pending() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.buf)
+}
+
+// flush writes buffered events to storage in batches. Events whose batch
+// failed go back to the buffer for the next flush.
+func (a *auditLog) flush(ctx context.Context, s logical.Storage) error {
+	a.flushMu.Lock()
+	defer a.flushMu.Unlock()
+	a.mu.Lock()
+	events := a.buf
+	a.buf = nil
+	a.mu.Unlock()
+	for len(events) > 0 {
+		n := min(len(events), auditBatchSize)
+		// A batch stays within one hour so queries find it by hour.
+		hour := events[0].Time.Unix() / 3600
+		for i := 1; i < n; i++ {
+			if events[i].Time.Unix()/3600 != hour {
+				n = i
+				break
+			}
+		}
+		entry, err := logical.StorageEntryJSON(fmt.Sprintf("%s%010d/%s", auditPrefix, hour, events[0].ID), events[:n])
+		if err == nil {
+			err = s.Put(ctx, entry)
+		}
+		if err != nil {
+			a.mu.Lock()
+			a.buf = append(events, a.buf...)
+			a.mu.Unlock()
+			return storageError("writing audit events", err)
+		}
+		events = events[n:]
+	}
+	return nil
+}
+
+// engineUser is the user of events the engine causes on its own
+// (background refresh, scheduled rotation, grace expiry).
+const engineUser = "nebula-engine"
+
+// audit records an event. req is nil for the engine's own work; callerCtx
+// may be nil.
+func (b *backend) audit(ctx context.Context, req *logical.Request, ev auditEvent, callerCtx *callerContext) {
+	s := b.storage
+	ev.User = engineUser
+	if req != nil {
+		s = req.Storage
+		ev.User, ev.EntityID = req.DisplayName, req.EntityID
+	}
+	cfg, err := b.getConfig(ctx, s)
+	if err != nil || !cfg.AuditEnabled {
+		return
+	}
+	ev.Time = b.now().UTC()
+	if callerCtx != nil {
+		ev.ExecutionID, ev.WorkflowID = callerCtx.ExecutionID, callerCtx.WorkflowID
+		if callerCtx.UserID != "" {
+			ev.User = callerCtx.UserID
+		}
+	}
+	b.auditLog.add(ev)
+	if cfg.AuditSync && s != nil && b.writable() {
+		if err := b.auditLog.flush(ctx, s); err != nil {
+			b.logger.Warn("could not write audit events", "error", err)
+		}
+	}
+}
+
+// auditOutcome fills Success and Error from a handler's error.
+func auditOutcome(ev auditEvent, err error) auditEvent {
+	ev.Success = err == nil
+	if err != nil {
+		ev.Error = err.Error()
+	}
+	return ev
+}
+
+// runAuditFlusher flushes the buffer every auditFlushPeriod until ctx ends,
+// then once more.
+func (b *backend) runAuditFlusher(ctx context.Context, s logical.Storage) {
+	ticker := time.NewTicker(auditFlushPeriod)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if b.writable() {
+				final, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_ = b.auditLog.flush(final, s)
+				cancel()
+			}
+			return
+		case <-ticker.C:
+			if b.auditLog.pending() == 0 || !b.writable() {
+				continue
+			}
+			if err := b.auditLog.flush(ctx, s); err != nil {
+				b.logger.Warn("could not flush audit events; will retry", "error", err)
+			}
+		}
+	}
+}
+
+// auditFilter selects events of a query.
+type auditFilter struct {
+	Credential, Action, User string
+	Since, Until             time.Time // zero: unbounded
+	Limit                    int
+	// Cursor continues a query: only events older than this id.
+	Cursor string
+}
+
+func (f *auditFilter) match(ev *auditEvent) bool {
+	switch {
+	case f.Credential != "" && ev.Credential != f.Credential,
+		f.Action != "" && ev.Action != f.Action,
+		f.User != "" && ev.User != f.User,
+		!f.Since.IsZero() && ev.Time.Before(f.Since),
+		!f.Until.IsZero() && ev.Time.After(f.Until),
+		f.Cursor != "" && ev.ID >= f.Cursor:
+		return false
+	}
+	return true
+}
+
+// queryAudit returns matching events newest first, at most f.Limit, and the
+// cursor of the next page ("" when there is none).
+func queryAudit(ctx context.Context, s logical.Storage, f auditFilter) ([]auditEvent, string, error) {
+	hours, err := s.List(ctx, auditPrefix)
+	if err != nil {
+		return nil, "", storageError("listing audit events", err)
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(hours)))
+	var out []auditEvent
+	for _, hour := range hours {
+		start, ok := parseHour(hour)
+		if !ok || !f.Until.IsZero() && start.After(f.Until) {
+			continue
+		}
+		if !f.Since.IsZero() && start.Add(time.Hour).Before(f.Since) {
+			break
+		}
+		batches, err := s.List(ctx, auditPrefix+hour)
+		if err != nil {
+			return nil, "", storageError("listing audit events", err)
+		}
+		sort.Sort(sort.Reverse(sort.StringSlice(batches)))
+		var hourEvents []auditEvent
+		for _, batch := range batches {
+			if f.Cursor != "" && batch >= f.Cursor {
+				continue // every event of the batch is at or after the cursor
+			}
+			entry, err := s.Get(ctx, auditPrefix+hour+batch)
+			if err != nil {
+				return nil, "", storageError("reading audit events", err)
+			}
+			if entry == nil {
+				continue
+			}
+			var events []auditEvent
+			if err := entry.DecodeJSON(&events); err != nil {
+				return nil, "", storageError("decoding audit events", err)
+			}
+			for i := range events {
+				if f.match(&events[i]) {
+					hourEvents = append(hourEvents, events[i])
+				}
+			}
+		}
+		sort.Slice(hourEvents, func(i, j int) bool { return hourEvents[i].ID > hourEvents[j].ID })
+		out = append(out, hourEvents...)
+		if len(out) > f.Limit {
+			return out[:f.Limit], out[f.Limit-1].ID, nil
+		}
+	}
+	return out, "", nil
+}
+
+func parseHour(bucket string) (time.Time, bool) {
+	var h int64
+	if _, err := fmt.Sscanf(strings.TrimSuffix(bucket, "/"), "%d", &h); err != nil || !strings.HasSuffix(bucket, "/") {
+		return time.Time{}, false
+	}
+	return time.Unix(h*3600, 0), true
+}
+
+// pruneAudit deletes the hours older than the retention period.
+func (b *backend) pruneAudit(ctx context.Context, s logical.Storage) error {
+	cfg, err := b.getConfig(ctx, s)
+	if err != nil || cfg.AuditRetention <= 0 {
+		return err
+	}
+	cutoff := b.now().Add(-cfg.AuditRetention)
+	hours, err := s.List(ctx, auditPrefix)
+	if err != nil {
+		return storageError("listing audit events", err)
+	}
+	for _, hour := range hours {
+		start, ok := parseHour(hour)
+		if !ok || !start.Add(time.Hour).Before(cutoff) {
+			continue
+		}
+		batches, err := s.List(ctx, auditPrefix+hour)
+		if err != nil {
+			return storageError("listing audit events", err)
+		}
+		for _, batch := range batches {
+			if err := s.Delete(ctx, auditPrefix+hour+batch); err != nil {
+				return storageError("pruning audit events", err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,695 @@
+// Package harness runs a real Vault server with the nebula-credential plugin
+// registered (versioned, with its SHA-256) and mounted at nebula/, for
+// acceptance tests. Servers listen on loopback only, every wait is bounded,
+// and the Vault CLI runs with its own HOME so nothing touches the user's
+// ~/.vault-token.
+//
+// Two kinds of server:
+//
+//   - StartDev: `vault server -dev` (in-memory storage, root token "root"),
+//     stopped when the test ends. SharedDev gives the tests of one package a
+//     single dev server, stopped by Main.
+//   - StartFile: a server with `storage "file"`, initialised with one key
+//     share and unsealed; Stop and Start (or Restart) keep the data, so a
+//     test can show it survives a restart.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-cleanhttp"
+	"github.com/hashicorp/vault/api"
+)
+
+// DefaultMount is where the plugin is mounted unless WithMount says
+// otherwise.
+const DefaultMount = "nebula"
+
+// devRootToken is the root token of dev servers.
+const devRootToken = "root"
+
+// Time limits.
+const (
+	defaultStartTimeout = 90 * time.Second
+	stopTimeout         = 15 * time.Second
+	cliTimeout          = 2 * time.Minute
+	// maxLogDump bounds how much of the server log a failed test prints.
+	maxLogDump = 256 << 10
+	// startAttempts bounds retries when a port turns out to be taken.
+	startAttempts = 5
+)
+
+// Option changes how a server is started.
+type Option func(*options)
+
+type options struct {
+	mount        string // "" means: register the plugin but do not mount it
+	register     bool
+	logLevel     string
+	startTimeout time.Duration
+}
+
+func defaultOptions() options {
+	return options{mount: DefaultMount, register: true, logLevel: "info", startTimeout: defaultStartTimeout}
+}
+
+// WithMount mounts the plugin at path instead of nebula/; "" registers the
+// plugin without mounting it.
+func WithMount(path string) Option { return func(o *options) { o.mount = strings.Trim(path, "/") } }
+
+// WithoutPlugin starts a server without registering or mounting the plugin
+// (a dev server still auto-registers it, unversioned, from its plugin
+// directory).
+func WithoutPlugin() Option { return func(o *options) { o.register, o.mount = false, "" } }
+
+// WithLogLevel sets the server's log level (trace, debug, info, warn,
+// error).
+func WithLogLevel(level string) Option { return func(o *options) { o.logLevel = level } }
+
+// WithStartTimeout bounds how long a start (process up, healthy, unsealed,
+// plugin mounted) may take.
+func WithStartTimeout(d time.Duration) Option { return func(o *options) { o.startTimeout = d } }
+
+type mode int
+
+const (
+	modeDev mode = iota
+	modeFile
+)
+
+// Vault is a running (or stopped) Vault server.
+type Vault struct {
+	// Addr is the server's address, e.g. http://127.0.0.1:41234. A restart
+	// keeps it when the port is still free.
+	Addr string
+	// Token is the root token.
+	Token string
+	// Mount is the plugin's mount path without slashes ("" when not
+	// mounted).
+	Mount string
+	// Plugin is the registered plugin build.
+	Plugin Plugin
+
+	mode    mode
+	opts    options
+	bin     string
+	dir     string // working directory: home, log, config, data
+	home    string // HOME of the server and the CLI
+	logPath string
+	port    int
+
+	// unsealKey is the single unseal key of a file server.
+	unsealKey string
+
+	mu   sync.Mutex // guards cmd and done
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd exits
+}
+
+// StartDev starts `vault server -dev` with the plugin registered and mounted
+// at nebula/ and stops it when the test ends, printing the server log if the
+// test failed.
+func StartDev(tb testing.TB, opts ...Option) *Vault {
+	tb.Helper()
+	return startForTest(tb, modeDev, opts)
+}
+
+// StartFile starts a server with file storage in a temporary directory,
+// initialises it (one key share, threshold one), unseals it, registers the
+// plugin and mounts it at nebula/. Stop and Start (or Restart) keep the
+// data. The server is stopped when the test ends.
+func StartFile(tb testing.TB, opts ...Option) *Vault {
+	tb.Helper()
+	return startForTest(tb, modeFile, opts)
+}
+
+func startForTest(tb testing.TB, m mode, opts []Option) *Vault {
+	tb.Helper()
+	v, err := newVault(m, tb.TempDir(), opts)
+	if err != nil {
+		tb.Fatalf("harness: %v", err)
+	}
+	tb.Cleanup(func() {
+		v.stop()
+		if tb.Failed() {
+			tb.Logf("vault server log (%s):\n%s", v.logPath, v.logSince(0))
+		}
+	})
+	if err := v.start(); err != nil {
+		tb.Fatalf("harness: starting vault: %v\nserver log:\n%s", err, v.logSince(0))
+	}
+	return v
+}
+
+var shared struct {
+	once sync.Once
+	v    *Vault
+	err  error
+}
+
+// SharedDev returns the package's shared dev server, starting it on first
+// use (opts count on that call only); Main stops it after the tests. Tests sharing it should use distinct
+// credential names. A failing test prints the part of the server log written
+// while it ran.
+func SharedDev(tb testing.TB, opts ...Option) *Vault {
+	tb.Helper()
+	shared.once.Do(func() {
+		dir, err := os.MkdirTemp("", "nebula-vault-")
+		if err != nil {
+			shared.err = err
+			return
+		}
+		atExit(func() { os.RemoveAll(dir) })
+		v, err := newVault(modeDev, dir, opts)
+		if err != nil {
+			shared.err = err
+			return
+		}
+		atExit(v.stop)
+		if err := v.start(); err != nil {
+			shared.err = fmt.Errorf("starting vault: %w\nserver log:\n%s", err, v.logSince(0))
+			return
+		}
+		shared.v = v
+	})
+	if shared.err != nil {
+		tb.Fatalf("harness: shared dev server: %v", shared.err)
+	}
+	v := shared.v
+	offset := v.logSize()
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			tb.Logf("vault server log during %s (%s):\n%s", tb.Name(), v.logPath, v.logSince(offset))
+		}
+	})
+	return v
+}
+
+func newVault(m mode, dir string, opts []Option) (*Vault, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	bin, err := vaultBinary()
+	if err != nil {
+		return nil, err
+	}
+	p, err := buildPlugin()
+	if err != nil {
+		return nil, err
+	}
+	v := &Vault{
+		Plugin:  p,
+		mode:    m,
+		opts:    o,
+		bin:     bin,
+		dir:     dir,
+		home:    filepath.Join(dir, "home"),
+		logPath: filepath.Join(dir, "vault.log"),
+	}
+	if m == modeDev {
+		v.Token = devRootToken
+	}
+	if err := os.MkdirAll(v.home, 0o700); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// Stop stops the server (SIGTERM, then SIGKILL after a while). A file
+// server keeps its data for Start.
+func (v *Vault) Stop(tb testing.TB) {
+	tb.Helper()
+	v.stop()
+}
+
+// Start starts a stopped server again: a file server on the same data
+// directory (and unseals it), a dev server afresh (its data is gone; the
+// plugin is registered and mounted again).
+func (v *Vault) Start(tb testing.TB) {
+	tb.Helper()
+	if err := v.start(); err != nil {
+		tb.Fatalf("harness: starting vault: %v\nserver log:\n%s", err, v.logSince(0))
+	}
+}
+
+// Restart stops and starts the server.
+func (v *Vault) Restart(tb testing.TB) {
+	tb.Helper()
+	v.Stop(tb)
+	v.Start(tb)
+}
+
+// Running reports whether the server process is running.
+func (v *Vault) Running() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.done == nil {
+		return false
+	}
+	select {
+	case <-v.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// start runs the process (retrying on a taken port), waits until it is
+// healthy, then initialises, unseals, registers and mounts as needed.
+func (v *Vault) start() error {
+	if v.Running() {
+		return errors.New("already running")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), v.opts.startTimeout)
+	defer cancel()
+
+	var err error
+	for attempt := 0; attempt < startAttempts; attempt++ {
+		if v.port == 0 || attempt > 0 {
+			if v.port, err = freePortPair(); err != nil {
+				return err
+			}
+		}
+		v.Addr = "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port))
+		offset := v.logSize()
+		if err = v.spawn(); err != nil {
+			return err
+		}
+		err = v.waitResponding(ctx)
+		if err == nil {
+			break
+		}
+		v.stop()
+		if !strings.Contains(v.logSince(offset), "address already in use") {
+			return err
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if v.mode == modeFile {
+		if err := v.initAndUnseal(ctx); err != nil {
+			return err
+		}
+	}
+	if err := v.waitActive(ctx); err != nil {
+		return err
+	}
+	return v.setupPlugin(ctx)
+}
+
+// spawn starts the server process, its output appended to the log file.
+func (v *Vault) spawn() error {
+	args, err := v.serverArgs()
+	if err != nil {
+		return err
+	}
+	logFile, err := os.OpenFile(v.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	fmt.Fprintf(logFile, "==> harness: %s %s\n", v.bin, strings.Join(args, " "))
+
+	cmd := exec.Command(v.bin, args...)
+	cmd.Dir = v.dir
+	cmd.Env = v.env("")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", v.bin, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait() // the exit status shows in the log
+		close(done)
+	}()
+	v.mu.Lock()
+	v.cmd, v.done = cmd, done
+	v.mu.Unlock()
+	return nil
+}
+
+func (v *Vault) serverArgs() ([]string, error) {
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port))
+	if v.mode == modeDev {
+		return []string{
+			"server", "-dev",
+			"-dev-listen-address=" + listen,
+			"-dev-root-token-id=" + devRootToken,
+			"-dev-no-store-token",
+			"-dev-plugin-dir=" + v.Plugin.Dir,
+			"-log-level=" + v.opts.logLevel,
+		}, nil
+	}
+	config := filepath.Join(v.dir, "vault.hcl")
+	if err := os.WriteFile(config, []byte(v.fileConfig()), 0o600); err != nil {
+		return nil, err
+	}
+	return []string{"server", "-config=" + config, "-log-level=" + v.opts.logLevel}, nil
+}
+
+// fileConfig is the configuration of a file-storage server. The cluster
+// listener (port+1) is set explicitly so it stays on loopback.
+func (v *Vault) fileConfig() string {
+	cluster := net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port+1))
+	return fmt.Sprintf(`storage "file" {
+  path = %q
+}
+
+listener "tcp" {
+  address         = %q
+  cluster_address = %q
+  tls_disable     = true
+}
+
+plugin_directory = %q
+api_addr         = %q
+cluster_addr     = %q
+disable_mlock    = true
+ui               = false
+`, filepath.Join(v.dir, "data"), net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port)), cluster,
+		v.Plugin.Dir, v.Addr, "https://"+cluster)
+}
+
+// env is the environment of the server and of CLI commands: the caller's,
+// without VAULT_* variables, with a private HOME, and with VAULT_ADDR and
+// (when not empty) VAULT_TOKEN.
+func (v *Vault) env(token string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "VAULT_") || strings.HasPrefix(kv, "HOME=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	env = append(env, "HOME="+v.home, "VAULT_ADDR="+v.Addr)
+	if token != "" {
+		env = append(env, "VAULT_TOKEN="+token)
+	}
+	return env
+}
+
+// waitResponding waits until the server answers sys/health at all.
+func (v *Vault) waitResponding(ctx context.Context) error {
+	return v.poll(ctx, "answering sys/health", func() (bool, error) {
+		_, err := v.rawClient("").Sys().HealthWithContext(ctx)
+		return err == nil, nil
+	})
+}
+
+// waitActive waits until the server is initialised, unsealed and active.
+func (v *Vault) waitActive(ctx context.Context) error {
+	return v.poll(ctx, "becoming active", func() (bool, error) {
+		h, err := v.rawClient("").Sys().HealthWithContext(ctx)
+		return err == nil && h.Initialized && !h.Sealed && !h.Standby, nil
+	})
+}
+
+// poll calls check every 100ms until it reports done, the process exits or
+// ctx ends.
+func (v *Vault) poll(ctx context.Context, what string, check func() (bool, error)) error {
+	v.mu.Lock()
+	done := v.done
+	v.mu.Unlock()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, err := check()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("vault exited before %s", what)
+		case <-ctx.Done():
+			return fmt.Errorf("vault not %s: %w", what, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// initAndUnseal initialises a new file server (one key share) and unseals
+// it with the key kept from the first start.
+func (v *Vault) initAndUnseal(ctx context.Context) error {
+	c := v.rawClient("")
+	inited, err := c.Sys().InitStatusWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("init status: %w", err)
+	}
+	if !inited {
+		resp, err := c.Sys().InitWithContext(ctx, &api.InitRequest{SecretShares: 1, SecretThreshold: 1})
+		if err != nil {
+			return fmt.Errorf("initialising: %w", err)
+		}
+		v.unsealKey, v.Token = resp.Keys[0], resp.RootToken
+	}
+	if v.unsealKey == "" {
+		return errors.New("initialised by someone else: no unseal key")
+	}
+	status, err := c.Sys().UnsealWithContext(ctx, v.unsealKey)
+	if err != nil {
+		return fmt.Errorf("unsealing: %w", err)
+	}
+	if status.Sealed {
+		return errors.New("still sealed after the unseal key")
+	}
+	return nil
+}
+
+// setupPlugin registers the plugin (versioned, with its SHA-256) and mounts
+// it, unless it is mounted already (a restarted file server).
+func (v *Vault) setupPlugin(ctx context.Context) error {
+	if !v.opts.register {
+		return nil
+	}
+	if v.opts.mount != "" {
+		mounts, err := v.Client().Sys().ListMountsWithContext(ctx)
+		if err != nil {
+			return fmt.Errorf("listing mounts: %w", err)
+		}
+		if _, ok := mounts[v.opts.mount+"/"]; ok {
+			v.Mount = v.opts.mount
+			return nil
+		}
+	}
+	p := v.Plugin
+	if _, err := v.cli(ctx, cliOptions{token: v.Token}, "plugin", "register",
+		"-sha256="+p.SHA256, "-version="+p.Version, "secret", p.Name); err != nil {
+		return fmt.Errorf("registering the plugin: %w", err)
+	}
+	if v.opts.mount == "" {
+		return nil
+	}
+	if _, err := v.cli(ctx, cliOptions{token: v.Token}, "secrets", "enable",
+		"-path="+v.opts.mount, "-plugin-version="+p.Version, p.Name); err != nil {
+		return fmt.Errorf("mounting the plugin at %s/: %w", v.opts.mount, err)
+	}
+	v.Mount = v.opts.mount
+	return nil
+}
+
+// stop ends the server process: SIGTERM, then SIGKILL to its process group
+// (the plugin processes included) when it does not exit in time.
+func (v *Vault) stop() {
+	v.mu.Lock()
+	cmd, done := v.cmd, v.done
+	v.cmd, v.done = nil, nil
+	v.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+		return
+	case <-time.After(stopTimeout):
+	}
+	killGroup(cmd.Process)
+	select {
+	case <-done:
+	case <-time.After(stopTimeout):
+	}
+}
+
+// Client returns a client of the server with the root token. It does not
+// retry, so tests see every error as Vault sent it.
+func (v *Vault) Client() *api.Client { return v.rawClient(v.Token) }
+
+// ClientWithToken returns a client of the server using token.
+func (v *Vault) ClientWithToken(token string) *api.Client { return v.rawClient(token) }
+
+// rawClient builds a client from scratch rather than from
+// api.DefaultConfig, which would take the caller's VAULT_* environment
+// (proxy, TLS, agent address) along.
+func (v *Vault) rawClient(token string) *api.Client {
+	c, err := api.NewClient(&api.Config{
+		Address:    v.Addr,
+		HttpClient: cleanhttp.DefaultClient(),
+		MaxRetries: 0,
+		Timeout:    60 * time.Second,
+	})
+	if err != nil {
+		panic(fmt.Sprintf("harness: vault client for %s: %v", v.Addr, err))
+	}
+	c.ClearNamespace() // NewClient reads VAULT_NAMESPACE and VAULT_TOKEN
+	c.ClearToken()
+	if token != "" {
+		c.SetToken(token)
+	}
+	return c
+}
+
+// CLIError is a failed `vault` command.
+type CLIError struct {
+	Args     []string
+	ExitCode int
+	Stdout   string
+	Stderr   string
+	Err      error
+}
+
+func (e *CLIError) Error() string {
+	return fmt.Sprintf("vault %s: %v (exit %d)\n%s%s", strings.Join(e.Args, " "), e.Err, e.ExitCode, e.Stderr, e.Stdout)
+}
+
+func (e *CLIError) Unwrap() error { return e.Err }
+
+// CLI runs the vault CLI against the server with the root token and returns
+// its standard output. A failure is a *CLIError holding the exit code and
+// both outputs (Vault prints its errors on standard error).
+func (v *Vault) CLI(tb testing.TB, args ...string) (string, error) {
+	tb.Helper()
+	return v.CLIWith(tb, CLIOptions{Token: v.Token}, args...)
+}
+
+// CLIWithToken is CLI with another token, for policy tests.
+func (v *Vault) CLIWithToken(tb testing.TB, token string, args ...string) (string, error) {
+	tb.Helper()
+	return v.CLIWith(tb, CLIOptions{Token: token}, args...)
+}
+
+// CLIOptions are the settings of one CLI command.
+type CLIOptions struct {
+	// Token is VAULT_TOKEN; empty runs the command without a token.
+	Token string
+	// Stdin is the command's standard input (for `vault write path -`).
+	Stdin string
+}
+
+// CLIWith runs the vault CLI with explicit options.
+func (v *Vault) CLIWith(tb testing.TB, o CLIOptions, args ...string) (string, error) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	return v.cli(ctx, cliOptions{token: o.Token, stdin: o.Stdin}, args...)
+}
+
+type cliOptions struct {
+	token string
+	stdin string
+}
+
+func (v *Vault) cli(ctx context.Context, o cliOptions, args ...string) (string, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, v.bin, args...)
+	cmd.Dir = v.home
+	cmd.Env = v.env(o.token)
+	cmd.Stdin = strings.NewReader(o.stdin)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		code := -1
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		}
+		return stdout.String(), &CLIError{Args: args, ExitCode: code, Stdout: stdout.String(), Stderr: stderr.String(), Err: err}
+	}
+	return stdout.String(), nil
+}
+
+// Log returns the server log so far (every start, appended).
+func (v *Vault) Log() string { return v.logSince(0) }
+
+func (v *Vault) logSize() int64 {
+	info, err := os.Stat(v.logPath)
+	if err != nil {
+		return 0
+	}
+	return info.Size()
+}
+
+// logSince returns the log from offset on, at most its last maxLogDump
+// bytes.
+func (v *Vault) logSince(offset int64) string {
+	f, err := os.Open(v.logPath)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	defer f.Close()
+	size := v.logSize()
+	prefix := ""
+	if size-offset > maxLogDump {
+		offset = size - maxLogDump
+		prefix = "...(truncated)\n"
+	}
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return fmt.Sprintf("(reading log: %v)", err)
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return fmt.Sprintf("(reading log: %v)", err)
+	}
+	return prefix + string(b)
+}
+
+var portMu sync.Mutex
+
+// handedOut remembers ports given to servers of this process, so two
+// servers started at once do not pick the same pair.
+var handedOut = map[int]bool{}
+
+// freePortPair returns a port p such that p and p+1 (Vault's cluster
+// listener) are free on 127.0.0.1 right now.
+func freePortPair() (int, error) {
+	portMu.Lock()
+	defer portMu.Unlock()
+	for i := 0; i < 100; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+1)))
+		l.Close()
+		if err != nil || handedOut[port] || handedOut[port+1] || port+1 > 65535 {
+			if l2 != nil {
+				l2.Close()
+			}
+			continue
+		}
+		l2.Close()
+		handedOut[port], handedOut[port+1] = true, true
+		return port, nil
+	}
+	return 0, errors.New("no free pair of ports on 127.0.0.1")
+}
