@@ -162,6 +162,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		{name: "refresh-ahead", run: b.periodicRefresh},
 		{name: "rotation", run: b.periodicRotation},
 		{name: "audit-retention", run: b.pruneAudit},
+		{name: "flows", run: b.periodicFlows},
 	}
 	b.storage = conf.StorageView
 	b.logger = conf.Logger

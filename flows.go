@@ -329,7 +329,7 @@ func flowExpiredError(f *flow) *CredentialError {
 // (RFC 6749 section 4.1.2.1). Only the code is kept: the description is
 // the provider's text.
 func providerFailure(code string) *CredentialError {
-	code = safeOAuthCode(code)
+	code = upstream.SafeCode(code)
 	if code == "access_denied" {
 		return newError(KindAccessDenied, "the authorization server answered access_denied: the user did not grant access")
 	}
@@ -375,6 +375,8 @@ func safeMessage(err error) string {
 func (b *backend) completeFlow(ctx context.Context, s logical.Storage, cfg *Config, f *flow, tok *oauth2.Token) error {
 	issued := b.issuedFrom(cfg, tok)
 	c, err := b.createFlowCredential(ctx, s, f, issued)
+	ev := auditEvent{Action: actionCreate, Credential: f.Name, Version: 1}
+	b.audit(ctx, nil, auditOutcome(ev, err), nil)
 	now := b.now()
 	if err != nil {
 		f.fail(now, "creating the credential: "+safeMessage(err))
@@ -407,54 +409,18 @@ func (b *backend) createFlowCredential(ctx context.Context, s logical.Storage, f
 	if existing != nil {
 		return nil, newError(KindDuplicate, "credential %q was created while the flow ran", f.Name)
 	}
-	t := types.OAuth2
-	values := f.Values.Merge(types.Values{"grant_type": f.Grant})
-	t.ApplyDefaults(values)
-	if err := t.Check(values); err != nil {
-		return nil, invalidInput(err)
-	}
-	if err := b.checkUpstream(ctx, s, t, values); err != nil {
+	in := &credInput{Name: f.Name, Description: &f.Description, Tags: f.Tags, Metadata: f.Metadata,
+		Values: f.Values.Merge(types.Values{"grant_type": f.Grant})}
+	c, sv, err := b.buildCredential(ctx, s, in, types.OAuth2, issued)
+	if err != nil {
 		return nil, err
 	}
-	id, err := uuid.GenerateUUID()
-	if err != nil {
-		return nil, fmt.Errorf("generating id: %w", err)
-	}
-	now := b.now().UTC()
-	public, secret := values.Split(t)
-	c := &credential{
-		ID: id, Name: f.Name, Type: t.Name, Version: 1,
-		Description: f.Description, Tags: f.Tags, Metadata: f.Metadata, Fields: public,
-		CreatedAt: now, UpdatedAt: now,
-	}
-	sv := &secretVersion{ID: id, Version: 1, CreatedAt: now, Fields: secret, Token: issued}
 	if err := b.saveCredential(ctx, s, c, sv, &credInput{Name: f.Name}); err != nil {
 		return nil, err
 	}
 	b.indexExpiry(ctx, s, c.Name, nil, issued)
 	b.dropCached(c.Name)
 	return c, nil
-}
-
-// issuedFrom turns a token endpoint's answer into the stored token, with
-// its expiry on the engine's clock (as requestToken does).
-func (b *backend) issuedFrom(cfg *Config, tok *oauth2.Token) *issuedToken {
-	now := b.now()
-	issued := &issuedToken{
-		AccessToken:  tok.AccessToken,
-		TokenType:    normaliseTokenType(tok.TokenType),
-		RefreshToken: tok.RefreshToken,
-		IssuedAt:     now,
-	}
-	switch {
-	case tok.ExpiresIn > 0:
-		issued.Expiry = now.Add(time.Duration(tok.ExpiresIn) * time.Second)
-	case !tok.Expiry.IsZero():
-		issued.Expiry = now.Add(time.Until(tok.Expiry))
-	default:
-		issued.Expiry = now.Add(cfg.DefaultTokenLifetime)
-	}
-	return issued
 }
 
 // pollFlow asks the token endpoint once whether the user approved a pending
@@ -773,7 +739,7 @@ func readDeviceAnswer(resp *http.Response) (*oauth2.Token, error) {
 	jsonErr := json.Unmarshal(body, &ans)
 	switch {
 	case ans.Error != "":
-		ee.Code = safeOAuthCode(ans.Error)
+		ee.Code = upstream.SafeCode(ans.Error)
 		ee.Transient = transientAnswer(ee.Status, ee.Code)
 		return nil, ee
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
@@ -837,7 +803,7 @@ func classifyEndpointError(endpoint string, err error) *endpointError {
 		if re.Response != nil {
 			ee.Status = re.Response.StatusCode
 		}
-		ee.Code = safeOAuthCode(re.ErrorCode)
+		ee.Code = upstream.SafeCode(re.ErrorCode)
 		ee.Transient = transientAnswer(ee.Status, ee.Code)
 	case errors.As(err, &ue):
 		ee.Reason, ee.Transient = "refused: "+ue.Reason, !ue.Permanent
@@ -851,16 +817,3 @@ func classifyEndpointError(endpoint string, err error) *endpointError {
 	return ee
 }
 
-// safeOAuthCode keeps an OAuth2 error code only when it has the RFC 6749
-// form (printable ASCII without quotes or backslash, short).
-func safeOAuthCode(code string) string {
-	if len(code) > 64 {
-		return ""
-	}
-	for _, r := range code {
-		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
-			return ""
-		}
-	}
-	return code
-}

@@ -310,24 +310,35 @@ func (b *backend) createCredential(ctx context.Context, s logical.Storage, in *c
 	if !ok {
 		return nil, newError(KindUnsupportedType, "type %q is not supported; one of %v", in.Type, types.Names())
 	}
+	c, sv, err := b.buildCredential(ctx, s, in, t, nil)
+	if err != nil {
+		return nil, err
+	}
+	return c, b.saveCredential(ctx, s, c, sv, in)
+}
+
+// buildCredential makes a new credential and its first version from the
+// input: defaults, validation, generated secrets, upstream policy. issued,
+// when not nil, is the first version's token (interactive flows).
+func (b *backend) buildCredential(ctx context.Context, s logical.Storage, in *credInput, t *types.Type, issued *issuedToken) (*credential, *secretVersion, error) {
 	values := in.Values.Merge(nil)
 	t.ApplyDefaults(values)
 	if err := t.Check(values); err != nil {
-		return nil, invalidInput(err)
+		return nil, nil, invalidInput(err)
 	}
 	if t.Generates() && values.String("value") == "" {
 		generated, err := t.Generate(values)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		values = values.Merge(generated)
 	}
 	if err := b.checkUpstream(ctx, s, t, values); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	id, err := uuid.GenerateUUID()
 	if err != nil {
-		return nil, fmt.Errorf("generating id: %w", err)
+		return nil, nil, fmt.Errorf("generating id: %w", err)
 	}
 	now := b.now().UTC()
 	public, secret := values.Split(t)
@@ -339,8 +350,7 @@ func (b *backend) createCredential(ctx context.Context, s logical.Storage, in *c
 	if in.Description != nil {
 		c.Description = *in.Description
 	}
-	sv := &secretVersion{ID: id, Version: 1, CreatedAt: now, Fields: secret}
-	return c, b.saveCredential(ctx, s, c, sv, in)
+	return c, &secretVersion{ID: id, Version: 1, CreatedAt: now, Fields: secret, Token: issued}, nil
 }
 
 func (b *backend) updateCredential(ctx context.Context, s logical.Storage, existing *credential, in *credInput) (*credential, error) {

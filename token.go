@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/oauth2"
 
 	"github.com/nebula-credential/nebula-credential/internal/upstream"
 	"github.com/nebula-credential/nebula-credential/types"
@@ -282,9 +283,23 @@ func (b *backend) requestToken(ctx context.Context, s logical.Storage, cfg *Conf
 	if err != nil {
 		return nil, &CredentialError{Kind: KindRefreshFailed, Msg: fmt.Sprintf("credential %q: %v", c.Name, err), Err: err}
 	}
+	issued := b.issuedFrom(cfg, tok)
+	if issued.RefreshToken == "" && sv.Token != nil {
+		issued.RefreshToken = sv.Token.RefreshToken
+	}
+	return issued, nil
+}
+
+// issuedFrom turns a token endpoint's answer into the stored token, with
+// its expiry on the engine's clock from expires_in where the answer has it.
+func (b *backend) issuedFrom(cfg *Config, tok *oauth2.Token) *issuedToken {
 	now := b.now()
-	issued := &issuedToken{AccessToken: tok.AccessToken, TokenType: normaliseTokenType(tok.TokenType), IssuedAt: now}
-	// Expiry on the engine's clock: from expires_in where the answer has it.
+	issued := &issuedToken{
+		AccessToken:  tok.AccessToken,
+		TokenType:    normaliseTokenType(tok.TokenType),
+		RefreshToken: tok.RefreshToken,
+		IssuedAt:     now,
+	}
 	switch {
 	case tok.ExpiresIn > 0:
 		issued.Expiry = now.Add(time.Duration(tok.ExpiresIn) * time.Second)
@@ -293,11 +308,7 @@ func (b *backend) requestToken(ctx context.Context, s logical.Storage, cfg *Conf
 	default:
 		issued.Expiry = now.Add(cfg.DefaultTokenLifetime)
 	}
-	issued.RefreshToken = tok.RefreshToken
-	if issued.RefreshToken == "" && sv.Token != nil {
-		issued.RefreshToken = sv.Token.RefreshToken
-	}
-	return issued, nil
+	return issued
 }
 
 // recordError notes a failure on the credential (status "error", shown by

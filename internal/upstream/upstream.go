@@ -228,7 +228,7 @@ func classify(err error) error {
 		if re.Response != nil {
 			status = re.Response.StatusCode
 		}
-		return &Error{Status: status, Code: safeCode(re.ErrorCode), Permanent: status >= 400 && status < 500 && status != http.StatusTooManyRequests}
+		return &Error{Status: status, Code: SafeCode(re.ErrorCode), Permanent: status >= 400 && status < 500 && status != http.StatusTooManyRequests}
 	}
 	var ue *Error
 	if errors.As(err, &ue) {
@@ -249,9 +249,9 @@ func classify(err error) error {
 	return &Error{Reason: "token request failed"}
 }
 
-// safeCode keeps an OAuth2 error code only when it has the RFC 6749 form
+// SafeCode keeps an OAuth2 error code only when it has the RFC 6749 form
 // (printable ASCII without quotes or backslash, short).
-func safeCode(code string) string {
+func SafeCode(code string) string {
 	if len(code) > 64 {
 		return ""
 	}

@@ -91,7 +91,7 @@ func requireNoSecrets(tb testing.TB, what, raw string, secrets []string) {
 // every error a plugin returns in a multierror ("1 error occurred:\n\t*
 // not_found: ...\n\n"), so for now the code is looked for after that
 // wrapper too (see vaultErrorText).
-const strictErrorPrefix = false
+const strictErrorPrefix = true
 
 // multierrorRe matches the wrapper Vault puts around a plugin's error.
 var multierrorRe = regexp.MustCompile(`^\d+ errors? occurred:\n\t\* `)
