@@ -184,6 +184,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 			pathRotate(b),
 			pathAudit(b),
 			pathHealth(b),
+			pathBatch(b),
 			pathProviders(b),
 			pathFlows(b),
 		),
