@@ -816,4 +816,3 @@ func classifyEndpointError(endpoint string, err error) *endpointError {
 	}
 	return ee
 }
-
