@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/nebula-credential/nebula-credential/internal/upstream"
+	"github.com/nebula-credential/nebula-credential/mirror"
 )
 
 // Version is the plugin's version, reported to Vault as RunningVersion. The
@@ -91,6 +92,12 @@ type backend struct {
 	// healthSources add issues of other parts (mirrors) to health reads.
 	healthSources []func(context.Context, logical.Storage) []healthIssue
 
+	// mirrors caches the built mirror targets.
+	mirrors mirrorSet
+	// mirrorFactory builds a target from its config (tests reach loopback
+	// servers through it).
+	mirrorFactory func(name string, cfg *targetConfig) (mirror.Target, error)
+
 	// expiry orders refreshable tokens by expiry for refresh-ahead.
 	expiry timeIndex
 	// sched orders credentials by their next rotation work.
@@ -155,14 +162,17 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		upstreamAttempts: upstream.DefaultAttempts,
 		upstreamBackoff:  upstream.DefaultBackoff,
 		webhookTimeout:   webhookTimeout,
+		mirrorFactory:    newTarget,
 		expiry:           timeIndex{prefix: expiryPrefix},
 		sched:            timeIndex{prefix: schedPrefix},
 	}
+	b.healthSources = append(b.healthSources, b.mirrorHealth)
 	b.tasks = []periodicTask{
 		{name: "refresh-ahead", run: b.periodicRefresh},
 		{name: "rotation", run: b.periodicRotation},
 		{name: "audit-retention", run: b.pruneAudit},
 		{name: "flows", run: b.periodicFlows},
+		{name: "mirror", run: b.periodicMirror},
 	}
 	b.storage = conf.StorageView
 	b.logger = conf.Logger
@@ -173,7 +183,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{secretPrefix, saltKey, flowPrefix},
+			SealWrapStorage: []string{secretPrefix, saltKey, flowPrefix, mirrorCfgPrefix},
 			Unauthenticated: []string{"callback"},
 		},
 		Paths: framework.PathAppend(
@@ -185,6 +195,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 			pathAudit(b),
 			pathHealth(b),
 			pathBatch(b),
+			pathMirror(b),
 			pathProviders(b),
 			pathFlows(b),
 		),
@@ -287,6 +298,8 @@ func (b *backend) invalidate(_ context.Context, key string) {
 		b.expiry.reset()
 	case strings.HasPrefix(key, schedPrefix):
 		b.sched.reset()
+	case strings.HasPrefix(key, mirrorCfgPrefix):
+		b.mirrors.reset()
 	}
 }
 

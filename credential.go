@@ -49,6 +49,11 @@ type credential struct {
 	// this credential, so delete can drop them.
 	IdempotencyKeys []string `json:"idempotency_keys,omitempty"`
 
+	// Mirror lists the targets the credential is copied to; MirrorContent
+	// is "secret" (default: the secret fields) or "token".
+	Mirror        []string `json:"mirror,omitempty"`
+	MirrorContent string   `json:"mirror_content,omitempty"`
+
 	// Previous is the version before the current one, kept readable by a
 	// blue/green rotation until its grace period ends; nil when none.
 	Previous *versionRef `json:"previous,omitempty"`
@@ -126,19 +131,21 @@ func (c *credential) responseData(now time.Time) map[string]any {
 		expires = exp.UTC().Format(time.RFC3339)
 	}
 	for k, v := range map[string]any{
-		"id":          c.ID,
-		"name":        c.Name,
-		"type":        c.Type,
-		"version":     c.Version,
-		"description": c.Description,
-		"tags":        nonNil(c.Tags),
-		"metadata":    nonNilMap(c.Metadata),
-		"created_at":  c.CreatedAt.UTC().Format(time.RFC3339Nano),
-		"updated_at":  c.UpdatedAt.UTC().Format(time.RFC3339Nano),
-		"expires_at":  expires,
-		"status":      c.status(now),
-		"last_error":  c.LastError,
-		"rotation":    c.rotationData(now),
+		"id":             c.ID,
+		"name":           c.Name,
+		"type":           c.Type,
+		"version":        c.Version,
+		"description":    c.Description,
+		"tags":           nonNil(c.Tags),
+		"metadata":       nonNilMap(c.Metadata),
+		"created_at":     c.CreatedAt.UTC().Format(time.RFC3339Nano),
+		"updated_at":     c.UpdatedAt.UTC().Format(time.RFC3339Nano),
+		"expires_at":     expires,
+		"status":         c.status(now),
+		"last_error":     c.LastError,
+		"rotation":       c.rotationData(now),
+		"mirror":         nonNil(c.Mirror),
+		"mirror_content": firstNonEmpty(c.MirrorContent, "secret"),
 	} {
 		data[k] = v
 	}

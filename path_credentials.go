@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/go-uuid"
@@ -34,6 +35,8 @@ var commonFields = map[string]*framework.FieldSchema{
 	"tags":            {Type: framework.TypeCommaStringSlice, Description: "Tags for grouping and search."},
 	"metadata":        {Type: framework.TypeKVPairs, Description: "Key/value metadata (non-secret)."},
 	"idempotency_key": {Type: framework.TypeString, Description: "Makes a repeated write with the same input a no-op that answers the same id; the same key with other input is a conflict."},
+	"mirror":          {Type: framework.TypeCommaStringSlice, Description: "Mirror targets to copy the credential to: aws, azure (configured at mirror/aws, mirror/azure)."},
+	"mirror_content":  {Type: framework.TypeString, Description: "What is mirrored: secret (the secret fields, default) or token (the ready-to-use token, re-mirrored after refreshes)."},
 }
 
 // credentialSchema is the request schema of creds/<name>: the common fields
@@ -134,13 +137,16 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 
 // credInput is a parsed write to creds/<name>.
 type credInput struct {
-	Name        string            `json:"name"`
-	Type        string            `json:"type,omitempty"`
-	Description *string           `json:"description,omitempty"`
-	Tags        []string          `json:"tags,omitempty"`
-	HasTags     bool              `json:"has_tags,omitempty"`
-	Metadata    map[string]string `json:"metadata,omitempty"`
-	HasMetadata bool              `json:"has_metadata,omitempty"`
+	Name          string            `json:"name"`
+	Type          string            `json:"type,omitempty"`
+	Description   *string           `json:"description,omitempty"`
+	Tags          []string          `json:"tags,omitempty"`
+	HasTags       bool              `json:"has_tags,omitempty"`
+	Metadata      map[string]string `json:"metadata,omitempty"`
+	HasMetadata   bool              `json:"has_metadata,omitempty"`
+	Mirror        []string          `json:"mirror,omitempty"`
+	HasMirror     bool              `json:"has_mirror,omitempty"`
+	MirrorContent *string           `json:"mirror_content,omitempty"`
 	// Values are the type fields supplied, secret ones included.
 	Values types.Values `json:"values"`
 
@@ -173,6 +179,13 @@ func parseCredInput(d *framework.FieldData, name string) (*credInput, error) {
 	if v, ok := d.GetOk("metadata"); ok {
 		in.Metadata, in.HasMetadata = v.(map[string]string), true
 		errs = append(errs, validateMetadata(in.Metadata))
+	}
+	if v, ok := d.GetOk("mirror"); ok {
+		in.Mirror, in.HasMirror = v.([]string), true
+	}
+	if v, ok := d.GetOk("mirror_content"); ok {
+		s := v.(string)
+		in.MirrorContent = &s
 	}
 	if v, ok := d.GetOk("idempotency_key"); ok {
 		in.idempotencyKey = v.(string)
@@ -272,6 +285,7 @@ func (b *backend) pathCredsWrite(ctx context.Context, req *logical.Request, d *f
 		return nil, err
 	}
 	b.dropCached(name)
+	b.afterWrite(ctx, req.Storage, c, existing)
 	return &logical.Response{Data: c.responseData(b.now())}, nil
 }
 
@@ -350,6 +364,9 @@ func (b *backend) buildCredential(ctx context.Context, s logical.Storage, in *cr
 	if in.Description != nil {
 		c.Description = *in.Description
 	}
+	if err := b.applyMirrorInput(ctx, s, c, in); err != nil {
+		return nil, nil, err
+	}
 	return c, &secretVersion{ID: id, Version: 1, CreatedAt: now, Fields: secret, Token: issued}, nil
 }
 
@@ -376,6 +393,9 @@ func (b *backend) updateCredential(ctx context.Context, s logical.Storage, exist
 	}
 	if in.HasMetadata {
 		c.Metadata = in.Metadata
+	}
+	if err := b.applyMirrorInput(ctx, s, &c, in); err != nil {
+		return nil, err
 	}
 	var next *secretVersion
 	var retired []versionRef
@@ -492,6 +512,7 @@ func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *
 	// The metadata goes first: once it is gone the credential is gone, and
 	// the sweep below runs again on a retried delete if it fails half-way.
 	if c != nil {
+		b.unmirror(ctx, req.Storage, name, c.Mirror)
 		if sv, err := loadSecret(ctx, req.Storage, name, c.ID); err == nil && sv.Token != nil {
 			b.indexExpiry(ctx, req.Storage, name, sv.Token, nil)
 		}
@@ -536,3 +557,42 @@ fields equal to the stored ones change nothing; different ones make a new
 version. With idempotency_key, a repeated write with the same input answers
 the same id and changes nothing.
 `
+
+// applyMirrorInput sets the mirror fields the input names, after checking
+// them against the configured targets.
+func (b *backend) applyMirrorInput(ctx context.Context, s logical.Storage, c *credential, in *credInput) error {
+	if !in.HasMirror && in.MirrorContent == nil {
+		return nil
+	}
+	targets, content := c.Mirror, c.MirrorContent
+	if in.HasMirror {
+		targets = in.Mirror
+	}
+	if in.MirrorContent != nil {
+		content = *in.MirrorContent
+	}
+	if err := b.checkMirrorInput(ctx, s, targets, content); err != nil {
+		return err
+	}
+	c.Mirror, c.MirrorContent = targets, content
+	return nil
+}
+
+// afterWrite brings the mirrors in line with a created or updated
+// credential: copies to its targets, deletes from targets it dropped.
+// Mirror failures do not fail the write; they show in mirror/status and
+// health and are retried.
+func (b *backend) afterWrite(ctx context.Context, s logical.Storage, c, before *credential) {
+	if before != nil {
+		var dropped []string
+		for _, t := range before.Mirror {
+			if !slices.Contains(c.Mirror, t) {
+				dropped = append(dropped, t)
+			}
+		}
+		b.unmirror(ctx, s, c.Name, dropped)
+	}
+	if err := b.syncMirrors(ctx, s, c.Name); err != nil {
+		b.logger.Warn("mirror write failed; will retry", "credential", c.Name, "error", err)
+	}
+}

@@ -97,6 +97,9 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 		}
 		return nil, err
 	}
+	if err := b.syncMirrors(ctx, req.Storage, name); err != nil {
+		b.logger.Warn("mirror write failed; will retry", "credential", name, "error", err)
+	}
 	return &logical.Response{Data: map[string]any{
 		"id": res.ID, "previous_id": res.PreviousID, "version": res.Version, "name": name,
 	}}, nil

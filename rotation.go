@@ -304,6 +304,9 @@ func (b *backend) afterNewVersion(ctx context.Context, s logical.Storage, c *cre
 	}
 	b.reschedule(ctx, s, c)
 	b.dropCached(c.Name)
+	if len(c.Mirror) > 0 {
+		b.markMirrorPending(ctx, s, c)
+	}
 }
 
 // destroyVersion revokes a retired version's tokens at the provider (oauth2,

@@ -235,6 +235,9 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, cfg *Con
 		b.saveMeta(ctx, s, c)
 	}
 	b.dropCached(c.Name)
+	if c.MirrorContent == "token" && len(c.Mirror) > 0 {
+		b.markMirrorPending(ctx, s, c)
+	}
 	return issued, nil
 }
 
