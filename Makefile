@@ -21,7 +21,7 @@ LDFLAGS := -X main.version=$(VERSION)
 
 FUZZTIME ?= 20s
 
-.PHONY: all build dev vault test fuzz bench fmt vet clean
+.PHONY: all build dev vault tools test fuzz bench fmt vet clean
 
 all: build
 
@@ -36,8 +36,13 @@ dev:
 vault:
 	@scripts/install-vault.sh
 
-test: vault vet fuzz
+test: vault tools vet fuzz
 	VAULT_BIN="$$(scripts/install-vault.sh)" $(GO) test -race -timeout 30m ./...
+
+# tools installs what tests need beyond Go and Vault: pdftotext (Debian's
+# poppler-utils) reads the PDF audit exports back.
+tools:
+	@command -v pdftotext >/dev/null || { apt-get update -qq && apt-get install -y -qq poppler-utils >/dev/null; }
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzCredentialInput -fuzztime=$(FUZZTIME) .
