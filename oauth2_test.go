@@ -276,3 +276,24 @@ func TestPlainHTTPRefusedWhenConfigChanges(t *testing.T) {
 	requireKind(t, err, KindRefreshFailed, "insecure_http_hosts")
 	require.Zero(t, srv.TokenRequests())
 }
+
+func TestVerifyContactsTheProviderOnWrite(t *testing.T) {
+	e, srv := newOAuthEnv(t)
+	id, secret := srv.ClientCredentialsClient()
+	input := map[string]any{"type": "oauth2", "client_id": id, "client_secret": "wrong", "token_url": srv.TokenURL(),
+		"auth_style": "header", "verify": true}
+	_, err := e.request(t, logical.CreateOperation, "creds/v", input)
+	requireKind(t, err, KindRefreshFailed, "invalid_client")
+	require.Empty(t, e.mustRequest(t, logical.ListOperation, "creds/", nil).Data["keys"], "a failed verification creates nothing")
+
+	input["client_secret"] = secret
+	e.mustRequest(t, logical.CreateOperation, "creds/v", input)
+	requests := srv.TokenRequests()
+	first := e.tokenOf(t, "v")
+	require.Equal(t, requests, srv.TokenRequests(), "the verified token is served")
+	require.NotEmpty(t, first)
+
+	_, err = e.request(t, logical.UpdateOperation, "creds/v", map[string]any{"client_secret": "wrong-again", "verify": true})
+	requireKind(t, err, KindRefreshFailed)
+	require.Equal(t, first, e.tokenOf(t, "v"), "a failed verification changes nothing")
+}

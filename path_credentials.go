@@ -35,6 +35,7 @@ var commonFields = map[string]*framework.FieldSchema{
 	"tags":            {Type: framework.TypeCommaStringSlice, Description: "Tags for grouping and search."},
 	"metadata":        {Type: framework.TypeKVPairs, Description: "Key/value metadata (non-secret)."},
 	"idempotency_key": {Type: framework.TypeString, Description: "Makes a repeated write with the same input a no-op that answers the same id; the same key with other input is a conflict."},
+	"verify":          {Type: framework.TypeBool, Description: "Obtain a token from the provider now (oauth2) and refuse the write when that fails; otherwise the first token read contacts the provider."},
 	"mirror":          {Type: framework.TypeCommaStringSlice, Description: "Mirror targets to copy the credential to: aws, azure (configured at mirror/aws, mirror/azure)."},
 	"mirror_content":  {Type: framework.TypeString, Description: "What is mirrored: secret (the secret fields, default) or token (the ready-to-use token, re-mirrored after refreshes)."},
 }
@@ -151,6 +152,7 @@ type credInput struct {
 	Values types.Values `json:"values"`
 
 	idempotencyKey string
+	verify         bool
 }
 
 // parseCredInput reads the request's fields. Type fields are collected
@@ -179,6 +181,9 @@ func parseCredInput(d *framework.FieldData, name string) (*credInput, error) {
 	if v, ok := d.GetOk("metadata"); ok {
 		in.Metadata, in.HasMetadata = v.(map[string]string), true
 		errs = append(errs, validateMetadata(in.Metadata))
+	}
+	if v, ok := d.GetOk("verify"); ok {
+		in.verify = v.(bool)
 	}
 	if v, ok := d.GetOk("mirror"); ok {
 		in.Mirror, in.HasMirror = v.([]string), true
@@ -328,7 +333,28 @@ func (b *backend) createCredential(ctx context.Context, s logical.Storage, in *c
 	if err != nil {
 		return nil, err
 	}
-	return c, b.saveCredential(ctx, s, c, sv, in)
+	if sv.Token, err = b.verify(ctx, s, in, c, sv); err != nil {
+		return nil, err
+	}
+	if err := b.saveCredential(ctx, s, c, sv, in); err != nil {
+		return nil, err
+	}
+	b.indexExpiry(ctx, s, c.Name, nil, sv.Token)
+	return c, nil
+}
+
+// verify obtains a token for a credential about to be written, when the
+// write asked for it (verify=true) and the type has an upstream; nil when
+// not asked. A failure refuses the write.
+func (b *backend) verify(ctx context.Context, s logical.Storage, in *credInput, c *credential, sv *secretVersion) (*issuedToken, error) {
+	if !in.verify || !c.typ().Refreshable {
+		return nil, nil
+	}
+	cfg, err := b.getConfig(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	return b.requestToken(ctx, s, cfg, c, &secretVersion{Fields: sv.Fields})
 }
 
 // buildCredential makes a new credential and its first version from the
@@ -418,6 +444,17 @@ func (b *backend) updateCredential(ctx context.Context, s logical.Storage, exist
 	}
 	if err := b.checkUpstream(ctx, s, t, full); err != nil {
 		return nil, err
+	}
+	probe := next
+	if probe == nil {
+		probe = current
+	}
+	issued, err := b.verify(ctx, s, in, &c, probe)
+	if err != nil {
+		return nil, err
+	}
+	if next != nil && issued != nil {
+		next.Token = issued
 	}
 	c.UpdatedAt = b.now().UTC()
 	if err := b.saveCredential(ctx, s, &c, next, in); err != nil {
