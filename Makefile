@@ -45,7 +45,8 @@ tools:
 	@command -v pdftotext >/dev/null || { apt-get update -qq && apt-get install -y -qq poppler-utils >/dev/null; }
 
 fuzz:
-	$(GO) test -run='^$$' -fuzz=FuzzCredentialInput -fuzztime=$(FUZZTIME) .
+	$(GO) test -run='^$$' -fuzz='^FuzzCredentialInput$$' -fuzztime=$(FUZZTIME) .
+	$(GO) test -run='^$$' -fuzz='^FuzzWebhookAnswer$$' -fuzztime=10s .
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...

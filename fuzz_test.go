@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/nebula-credential/nebula-credential/types"
 )
 
 // FuzzCredentialInput drives creds/<name> writes with arbitrary names, types
@@ -51,6 +53,46 @@ func FuzzCredentialInput(f *testing.F) {
 				if s, ok := v.(string); ok && len(secret) >= 8 && strings.Contains(s, secret) && k != field {
 					t.Fatalf("response field %q holds the secret", k)
 				}
+			}
+		}
+	})
+}
+
+// FuzzWebhookAnswer feeds arbitrary webhook answers to the parser: it
+// must not panic, must accept only string values of the type's secret
+// fields (bearer: and expires_at), and must not echo values in errors.
+func FuzzWebhookAnswer(f *testing.F) {
+	f.Add("api_key", []byte(`{"api_key":"k"}`))
+	f.Add("bearer", []byte(`{"token":"t","expires_at":"2027-01-01T00:00:00Z"}`))
+	f.Add("basic_auth", []byte(`{"password":"p","username":"u"}`))
+	f.Add("api_key", []byte(`{"api_key":1}`))
+	f.Add("api_key", []byte(`[]`))
+	f.Add("bearer", []byte(`{"token":"a\r\nb"}`))
+	f.Fuzz(func(t *testing.T, typ string, raw []byte) {
+		tt, ok := types.Lookup(typ)
+		if !ok {
+			return
+		}
+		fail := func(format string, args ...any) error {
+			return newError(KindRotationFailed, "webhook: "+format, args...)
+		}
+		values, err := parseWebhookAnswer(tt, raw, fail)
+		if err != nil {
+			if ErrorKind(err) != KindRotationFailed {
+				t.Fatalf("unclassified error: %v", err)
+			}
+			return
+		}
+		allowed := map[string]bool{"expires_at": tt == types.Bearer}
+		for _, name := range tt.SecretFields() {
+			allowed[name] = true
+		}
+		for name, v := range values {
+			if !allowed[name] {
+				t.Fatalf("accepted field %q", name)
+			}
+			if _, ok := v.(string); !ok {
+				t.Fatalf("accepted a non-string %q", name)
 			}
 		}
 	})

@@ -136,11 +136,11 @@ func parseWebhookAnswer(t *types.Type, raw []byte, fail func(string, ...any) err
 	values := types.Values{}
 	for name, v := range answer {
 		if !allowed[name] {
-			return nil, fail("answer has field %q, which is not a secret field of %s", name, t.Name)
+			return nil, fail("answer has field %q, which is not a secret field of %s", truncate(name, 40), t.Name)
 		}
 		str, ok := v.(string)
 		if !ok {
-			return nil, fail("answer field %q is not a string", name)
+			return nil, fail("answer field %q is not a string", truncate(name, 40))
 		}
 		values[name] = str
 	}

@@ -13,25 +13,32 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/nebula-credential/nebula-credential/mirror/mirrortest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
+// awsTestConfig returns the configuration of a target on f with its static
+// credentials.
+func awsTestConfig(f *mirrortest.AWS) AWSConfig {
+	return AWSConfig{Region: f.Region(), Endpoint: f.URL(), AccessKey: f.AccessKey(), SecretKey: f.SecretKey()}
+}
+
 // newAWSTestTarget returns an AWS target on f, with static credentials, no
 // SDK retries and cfg adjusted by mutate.
-func newAWSTestTarget(tb testing.TB, f *awsFake, mutate ...func(*AWSConfig)) Target {
+func newAWSTestTarget(tb testing.TB, f *mirrortest.AWS, mutate ...func(*AWSConfig)) Target {
 	tb.Helper()
-	cfg := AWSConfig{Region: fakeRegion, Endpoint: f.server.URL(), AccessKey: fakeAccessKey, SecretKey: fakeSecretKey}
+	cfg := awsTestConfig(f)
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	target, err := NewAWS(cfg, f.server.client(), func(o *secretsmanager.Options) { o.Retryer = aws.NopRetryer{} })
+	target, err := NewAWS(cfg, f.Client(), func(o *secretsmanager.Options) { o.Retryer = aws.NopRetryer{} })
 	require.NoError(tb, err)
 	return target
 }
 
 func TestAWSPutUpdateDelete(t *testing.T) {
-	f := newAWSFake(t)
+	f := mirrortest.NewAWS(t)
 	target := newAWSTestTarget(t, f, func(c *AWSConfig) {
 		c.KMSKeyID = "alias/nebula"
 		c.Tags = map[string]string{"team": "payments"}
@@ -40,21 +47,23 @@ func TestAWSPutUpdateDelete(t *testing.T) {
 	require.Equal(t, "aws", target.Name())
 
 	require.NoError(t, target.Put(ctx, "api-key", 1, testContent(1)))
-	s, ok := f.secret("nebula/api-key")
+	s, ok := f.Secret("nebula/api-key")
 	require.True(t, ok, "secret created under the default template")
-	assert.Equal(t, string(testContent(1)), s.value)
-	assert.Equal(t, "alias/nebula", s.kmsKeyID)
-	assert.Equal(t, "Mirror of nebula-credential credential api-key", s.description)
-	assert.Equal(t, map[string]string{"team": "payments", AWSTagCredential: "api-key", AWSTagVersion: "1"}, s.tags)
+	assert.Equal(t, string(testContent(1)), s.Value)
+	assert.Equal(t, "alias/nebula", s.KMSKeyID)
+	assert.Equal(t, "Mirror of nebula-credential credential api-key", s.Description)
+	assert.Equal(t, map[string]string{"team": "payments", AWSTagCredential: "api-key", AWSTagVersion: "1"}, s.Tags)
+	assert.Equal(t, "1", s.EngineVersion(), "mirrortest reads the tag the target writes")
+	assert.Equal(t, "api-key", s.Credential(), "mirrortest reads the tag the target writes")
 
 	require.NoError(t, target.Put(ctx, "api-key", 2, testContent(2)))
-	s, _ = f.secret("nebula/api-key")
-	assert.Equal(t, string(testContent(2)), s.value)
-	assert.Equal(t, "2", s.tags[AWSTagVersion])
-	assert.Equal(t, 2, s.versions)
+	s, _ = f.Secret("nebula/api-key")
+	assert.Equal(t, string(testContent(2)), s.Value)
+	assert.Equal(t, "2", s.Tags[AWSTagVersion])
+	assert.Equal(t, 2, s.Versions)
 
 	require.NoError(t, target.Delete(ctx, "api-key"))
-	_, ok = f.secret("nebula/api-key")
+	_, ok = f.Secret("nebula/api-key")
 	assert.False(t, ok, "secret deleted")
 	require.NoError(t, target.Delete(ctx, "api-key"), "deleting a missing secret succeeds")
 
@@ -63,14 +72,14 @@ func TestAWSPutUpdateDelete(t *testing.T) {
 		"DescribeSecret nebula/api-key", "PutSecretValue nebula/api-key", "TagResource nebula/api-key",
 		"DescribeSecret nebula/api-key", "DeleteSecret nebula/api-key",
 		"DescribeSecret nebula/api-key",
-	}, f.callLog())
+	}, f.Calls())
 }
 
 func TestAWSNameTemplate(t *testing.T) {
-	f := newAWSFake(t)
+	f := mirrortest.NewAWS(t)
 	target := newAWSTestTarget(t, f, func(c *AWSConfig) { c.NameTemplate = "prod/workflows/<name>@nebula" })
 	require.NoError(t, target.Put(context.Background(), "svc_token.v2", 1, testContent(1)))
-	_, ok := f.secret("prod/workflows/svc_token.v2@nebula")
+	_, ok := f.Secret("prod/workflows/svc_token.v2@nebula")
 	assert.True(t, ok)
 
 	err := target.Put(context.Background(), "bad name", 1, testContent(1))
@@ -80,18 +89,16 @@ func TestAWSNameTemplate(t *testing.T) {
 }
 
 func TestAWSRequestsAreSigned(t *testing.T) {
-	f := newAWSFake(t)
+	f := mirrortest.NewAWS(t)
 	target := newAWSTestTarget(t, f)
 	require.NoError(t, target.Put(context.Background(), "signed", 1, testContent(1)))
 
-	f.mu.Lock()
-	signed, auth := f.signed, f.lastAuth["secretsmanager"]
-	f.mu.Unlock()
+	signed, auth := f.Signed(), f.LastAuthorization("secretsmanager")
 	assert.Equal(t, 2, signed, "every request verified (DescribeSecret, CreateSecret)")
 	date := time.Now().UTC().Format("20060102")
 	assert.True(t, strings.HasPrefix(auth,
-		"AWS4-HMAC-SHA256 Credential="+fakeAccessKey+"/"), auth)
-	assert.Contains(t, auth, "/"+fakeRegion+"/secretsmanager/aws4_request, SignedHeaders=")
+		"AWS4-HMAC-SHA256 Credential="+f.AccessKey()+"/"), auth)
+	assert.Contains(t, auth, "/"+f.Region()+"/secretsmanager/aws4_request, SignedHeaders=")
 	assert.Contains(t, auth, "x-amz-target")
 	assert.Contains(t, auth, ", Signature=")
 	// The date may roll over between request and check; accept either day.
@@ -101,7 +108,7 @@ func TestAWSRequestsAreSigned(t *testing.T) {
 }
 
 func TestAWSWrongSecretKeyIsPermanentAuthFailure(t *testing.T) {
-	f := newAWSFake(t)
+	f := mirrortest.NewAWS(t)
 	target := newAWSTestTarget(t, f, func(c *AWSConfig) { c.SecretKey = "not-the-right-secret-key" })
 	err := target.Put(context.Background(), "api-key", 1, testContent(1))
 	e := assertMirrorError(t, err, KindAuth, false, "does not match")
@@ -113,13 +120,13 @@ func TestAWSWrongSecretKeyIsPermanentAuthFailure(t *testing.T) {
 	err = target.Delete(context.Background(), "api-key")
 	e = assertMirrorError(t, err, KindAuth, false)
 	assert.Equal(t, "UnrecognizedClientException", e.Code)
-	assert.Empty(t, f.callLog(), "no operation ran")
+	assert.Empty(t, f.Calls(), "no operation ran")
 }
 
 func TestAWSAccessDeniedIsPermanent(t *testing.T) {
-	f := newAWSFake(t)
+	f := mirrortest.NewAWS(t)
 	target := newAWSTestTarget(t, f)
-	f.failWith(func(op string) (int, string) {
+	f.FailWith(func(op string) (int, string) {
 		if op == "CreateSecret" {
 			return 400, "AccessDeniedException"
 		}
@@ -133,41 +140,41 @@ func TestAWSAccessDeniedIsPermanent(t *testing.T) {
 }
 
 func TestAWSThrottlingIsRetryable(t *testing.T) {
-	f := newAWSFake(t)
+	f := mirrortest.NewAWS(t)
 	target := newAWSTestTarget(t, f)
-	f.failWith(func(string) (int, string) { return 400, "ThrottlingException" })
+	f.FailWith(func(string) (int, string) { return 400, "ThrottlingException" })
 	err := target.Put(context.Background(), "api-key", 1, testContent(1))
 	e := assertMirrorError(t, err, KindThrottled, true, "upstream failed")
 	assert.Equal(t, "ThrottlingException", e.Code)
 }
 
 func TestAWSOrdering(t *testing.T) {
-	f := newAWSFake(t)
+	f := mirrortest.NewAWS(t)
 	target := newAWSTestTarget(t, f)
 	ctx := context.Background()
 
 	require.NoError(t, target.Put(ctx, "ordered", 3, testContent(3)))
-	f.resetCalls()
+	f.ResetCalls()
 	require.NoError(t, target.Put(ctx, "ordered", 2, testContent(2)), "an older version is not an error")
-	s, _ := f.secret("nebula/ordered")
-	assert.Equal(t, string(testContent(3)), s.value, "older version did not overwrite")
-	assert.Equal(t, "3", s.tags[AWSTagVersion])
-	assert.Equal(t, []string{"DescribeSecret nebula/ordered"}, f.callLog(), "nothing written")
+	s, _ := f.Secret("nebula/ordered")
+	assert.Equal(t, string(testContent(3)), s.Value, "older version did not overwrite")
+	assert.Equal(t, "3", s.Tags[AWSTagVersion])
+	assert.Equal(t, []string{"DescribeSecret nebula/ordered"}, f.Calls(), "nothing written")
 
 	// The same version is written again: its content may have changed
 	// (a refreshed token), and rewriting the same content is harmless.
 	refreshed := []byte(`{"access_token":"refreshed"}`)
 	require.NoError(t, target.Put(ctx, "ordered", 3, refreshed))
-	s, _ = f.secret("nebula/ordered")
-	assert.Equal(t, string(refreshed), s.value)
+	s, _ = f.Secret("nebula/ordered")
+	assert.Equal(t, string(refreshed), s.Value)
 
 	require.NoError(t, target.Put(ctx, "ordered", 4, testContent(4)))
-	s, _ = f.secret("nebula/ordered")
-	assert.Equal(t, string(testContent(4)), s.value)
+	s, _ = f.Secret("nebula/ordered")
+	assert.Equal(t, string(testContent(4)), s.Value)
 }
 
 func TestAWSConcurrentPutsEndWithLatest(t *testing.T) {
-	f := newAWSFake(t)
+	f := mirrortest.NewAWS(t)
 	target := newAWSTestTarget(t, f)
 	const n = 12
 	versions := rand.Perm(n)
@@ -180,52 +187,52 @@ func TestAWSConcurrentPutsEndWithLatest(t *testing.T) {
 		}(v)
 	}
 	wg.Wait()
-	s, _ := f.secret("nebula/busy")
-	assert.Equal(t, string(testContent(n)), s.value)
-	assert.Equal(t, fmt.Sprint(n), s.tags[AWSTagVersion])
+	s, _ := f.Secret("nebula/busy")
+	assert.Equal(t, string(testContent(n)), s.Value)
+	assert.Equal(t, fmt.Sprint(n), s.Tags[AWSTagVersion])
 }
 
 func TestAWSTargetDownThenUp(t *testing.T) {
-	f := newAWSFake(t)
+	f := mirrortest.NewAWS(t)
 	target := newAWSTestTarget(t, f)
 	ctx := context.Background()
 	require.NoError(t, target.Put(ctx, "flaky", 1, testContent(1)))
 
-	f.failWith(func(string) (int, string) { return 500, "InternalServiceError" })
+	f.FailWith(func(string) (int, string) { return 500, "InternalServiceError" })
 	err := target.Put(ctx, "flaky", 2, testContent(2))
 	e := assertMirrorError(t, err, KindUnreachable, true, "upstream failed")
 	assert.Equal(t, 500, e.Status)
 
-	f.failWith(func(string) (int, string) { return 503, "" })
+	f.FailWith(func(string) (int, string) { return 503, "" })
 	err = target.Put(ctx, "flaky", 2, testContent(2))
 	assertMirrorError(t, err, KindUnreachable, true, "upstream failed")
 
-	f.failWith(nil)
+	f.FailWith(nil)
 	require.NoError(t, target.Put(ctx, "flaky", 2, testContent(2)))
-	s, _ := f.secret("nebula/flaky")
-	assert.Equal(t, string(testContent(2)), s.value, "no lost update")
+	s, _ := f.Secret("nebula/flaky")
+	assert.Equal(t, string(testContent(2)), s.Value, "no lost update")
 }
 
 func TestAWSServerClosedThenBack(t *testing.T) {
-	f := newAWSFake(t)
+	f := mirrortest.NewAWS(t)
 	target := newAWSTestTarget(t, f)
 	ctx := context.Background()
 	require.NoError(t, target.Put(ctx, "flaky", 1, testContent(1)))
 
-	f.server.stop()
+	f.Stop()
 	err := target.Put(ctx, "flaky", 2, testContent(2))
 	e := assertMirrorError(t, err, KindUnreachable, true)
 	assert.Equal(t, "connection_failed", e.Code)
 	assert.Contains(t, e.Error(), "connection refused")
 
-	f.server.start()
+	f.Start()
 	require.NoError(t, target.Put(ctx, "flaky", 2, testContent(2)))
-	s, _ := f.secret("nebula/flaky")
-	assert.Equal(t, string(testContent(2)), s.value, "no lost update")
+	s, _ := f.Secret("nebula/flaky")
+	assert.Equal(t, string(testContent(2)), s.Value, "no lost update")
 }
 
 func TestAWSTimeoutIsRetryable(t *testing.T) {
-	f := newAWSFake(t)
+	f := mirrortest.NewAWS(t)
 	target := newAWSTestTarget(t, f)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -236,9 +243,8 @@ func TestAWSTimeoutIsRetryable(t *testing.T) {
 }
 
 func TestAWSSDKRetriesWithinOnePut(t *testing.T) {
-	f := newAWSFake(t)
-	cfg := AWSConfig{Region: fakeRegion, Endpoint: f.server.URL(), AccessKey: fakeAccessKey, SecretKey: fakeSecretKey}
-	target, err := NewAWS(cfg, f.server.client(), func(o *secretsmanager.Options) {
+	f := mirrortest.NewAWS(t)
+	target, err := NewAWS(awsTestConfig(f), f.Client(), func(o *secretsmanager.Options) {
 		o.Retryer = retry.NewStandard(func(o *retry.StandardOptions) {
 			o.MaxAttempts = 3
 			o.Backoff = retry.BackoffDelayerFunc(func(int, error) (time.Duration, error) { return time.Millisecond, nil })
@@ -246,7 +252,7 @@ func TestAWSSDKRetriesWithinOnePut(t *testing.T) {
 	})
 	require.NoError(t, err)
 	failures := 1
-	f.failWith(func(op string) (int, string) {
+	f.FailWith(func(op string) (int, string) {
 		if op == "PutSecretValue" && failures > 0 {
 			failures--
 			return 503, "ServiceUnavailable"
@@ -256,19 +262,17 @@ func TestAWSSDKRetriesWithinOnePut(t *testing.T) {
 	ctx := context.Background()
 	require.NoError(t, target.Put(ctx, "retried", 1, testContent(1)))
 	require.NoError(t, target.Put(ctx, "retried", 2, testContent(2)))
-	s, _ := f.secret("nebula/retried")
-	assert.Equal(t, string(testContent(2)), s.value)
+	s, _ := f.Secret("nebula/retried")
+	assert.Equal(t, string(testContent(2)), s.Value)
 	assert.Zero(t, failures)
 }
 
 func TestAWSForeignSecretIsNotTouched(t *testing.T) {
-	f := newAWSFake(t)
+	f := mirrortest.NewAWS(t)
 	target := newAWSTestTarget(t, f)
-	f.mu.Lock()
-	f.secrets["nebula/theirs"] = &awsFakeSecret{name: "nebula/theirs", value: "keep", tags: map[string]string{}}
-	f.secrets["nebula/other"] = &awsFakeSecret{name: "nebula/other", value: "keep",
-		tags: map[string]string{AWSTagCredential: "someone-else", AWSTagVersion: "1"}}
-	f.mu.Unlock()
+	f.AddSecret(mirrortest.AWSSecret{Name: "nebula/theirs", Value: "keep"})
+	f.AddSecret(mirrortest.AWSSecret{Name: "nebula/other", Value: "keep",
+		Tags: map[string]string{AWSTagCredential: "someone-else", AWSTagVersion: "1"}})
 
 	for _, name := range []string{"theirs", "other"} {
 		err := target.Put(context.Background(), name, 9, testContent(9))
@@ -276,37 +280,37 @@ func TestAWSForeignSecretIsNotTouched(t *testing.T) {
 		assert.Equal(t, "not_managed", e.Code)
 		err = target.Delete(context.Background(), name)
 		assertMirrorError(t, err, KindForeign, false)
-		s, ok := f.secret("nebula/" + name)
+		s, ok := f.Secret("nebula/" + name)
 		require.True(t, ok)
-		assert.Equal(t, "keep", s.value)
+		assert.Equal(t, "keep", s.Value)
 	}
 }
 
 func TestAWSRecoveryWindowDeleteThenRecreate(t *testing.T) {
-	f := newAWSFake(t)
+	f := mirrortest.NewAWS(t)
 	target := newAWSTestTarget(t, f, func(c *AWSConfig) { c.RecoveryWindowDays = 7 })
 	ctx := context.Background()
 	require.NoError(t, target.Put(ctx, "reborn", 5, testContent(5)))
 
 	require.NoError(t, target.Delete(ctx, "reborn"))
-	s, ok := f.secret("nebula/reborn")
+	s, ok := f.Secret("nebula/reborn")
 	require.True(t, ok)
-	assert.NotNil(t, s.deleted, "scheduled for deletion")
-	assert.NotContains(t, s.tags, AWSTagVersion, "version tag removed before deletion")
+	assert.False(t, s.Deleted.IsZero(), "scheduled for deletion")
+	assert.NotContains(t, s.Tags, AWSTagVersion, "version tag removed before deletion")
 	require.NoError(t, target.Delete(ctx, "reborn"), "deleting again succeeds")
 
 	// The credential is created again: its versions start over.
 	require.NoError(t, target.Put(ctx, "reborn", 1, testContent(1)))
-	s, _ = f.secret("nebula/reborn")
-	assert.Nil(t, s.deleted, "restored")
-	assert.Equal(t, string(testContent(1)), s.value)
-	assert.Equal(t, "1", s.tags[AWSTagVersion])
+	s, _ = f.Secret("nebula/reborn")
+	assert.True(t, s.Deleted.IsZero(), "restored")
+	assert.Equal(t, string(testContent(1)), s.Value)
+	assert.Equal(t, "1", s.Tags[AWSTagVersion])
 }
 
 func TestAWSCreateWhileDeletionPendingIsRetryable(t *testing.T) {
-	f := newAWSFake(t)
+	f := mirrortest.NewAWS(t)
 	target := newAWSTestTarget(t, f)
-	f.failWith(func(op string) (int, string) {
+	f.FailWith(func(op string) (int, string) {
 		if op == "CreateSecret" {
 			return 400, "InvalidRequestException"
 		}
@@ -317,26 +321,25 @@ func TestAWSCreateWhileDeletionPendingIsRetryable(t *testing.T) {
 }
 
 func TestAWSAssumeRole(t *testing.T) {
-	f := newAWSFake(t)
+	f := mirrortest.NewAWS(t)
 	const role = "arn:aws:iam::123456789012:role/nebula-mirror"
 	target := newAWSTestTarget(t, f, func(c *AWSConfig) {
 		c.RoleARN = role
-		c.STSEndpoint = f.server.URL()
+		c.STSEndpoint = f.URL()
 	})
 	ctx := context.Background()
 	require.NoError(t, target.Put(ctx, "assumed", 1, testContent(1)))
 	require.NoError(t, target.Put(ctx, "assumed", 2, testContent(2)))
 
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	assert.Equal(t, []string{role}, f.assumed, "one AssumeRole, credentials cached")
-	assert.Contains(t, f.lastAuth["sts"], "Credential="+fakeAccessKey+"/", "AssumeRole signed with the static key")
-	assert.Contains(t, f.lastAuth["secretsmanager"], "Credential=ASIAFAKEASSUMED00001/", "Secrets Manager called with the role's key")
-	assert.Equal(t, string(testContent(2)), f.secrets["nebula/assumed"].value)
+	assert.Equal(t, []string{role}, f.AssumedRoles(), "one AssumeRole, credentials cached")
+	assert.Contains(t, f.LastAuthorization("sts"), "Credential="+f.AccessKey()+"/", "AssumeRole signed with the static key")
+	assert.Contains(t, f.LastAuthorization("secretsmanager"), "Credential=ASIAFAKEASSUMED00001/", "Secrets Manager called with the role's key")
+	s, _ := f.Secret("nebula/assumed")
+	assert.Equal(t, string(testContent(2)), s.Value)
 }
 
 func TestAWSInvalidPut(t *testing.T) {
-	f := newAWSFake(t)
+	f := mirrortest.NewAWS(t)
 	target := newAWSTestTarget(t, f)
 	ctx := context.Background()
 	tests := map[string]struct {
@@ -356,7 +359,7 @@ func TestAWSInvalidPut(t *testing.T) {
 			assert.Equal(t, tc.code, e.Code)
 		})
 	}
-	assert.Empty(t, f.callLog(), "nothing sent")
+	assert.Empty(t, f.Calls(), "nothing sent")
 }
 
 func TestNewAWSRejectsInvalidConfig(t *testing.T) {
@@ -369,15 +372,15 @@ func TestNewAWSRejectsInvalidConfig(t *testing.T) {
 func TestNewAWSDefaultChain(t *testing.T) {
 	// Without static keys the SDK's default chain is used; building the
 	// target reads no network.
-	t.Setenv("AWS_ACCESS_KEY_ID", fakeAccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", fakeSecretKey)
+	f := mirrortest.NewAWS(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", f.AccessKey())
+	t.Setenv("AWS_SECRET_ACCESS_KEY", f.SecretKey())
 	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
-	f := newAWSFake(t)
-	target, err := NewAWS(AWSConfig{Region: fakeRegion, Endpoint: f.server.URL()}, f.server.client(),
+	target, err := NewAWS(AWSConfig{Region: f.Region(), Endpoint: f.URL()}, f.Client(),
 		func(o *secretsmanager.Options) { o.Retryer = aws.NopRetryer{} })
 	require.NoError(t, err)
 	require.NoError(t, target.Put(context.Background(), "from-env", 1, testContent(1)))
-	_, ok := f.secret("nebula/from-env")
+	_, ok := f.Secret("nebula/from-env")
 	assert.True(t, ok)
 }

@@ -8,6 +8,12 @@ import (
 	"github.com/stretchr/testify/assert"
 )
 
+// A tenant and client ID of the right form.
+const (
+	testTenant   = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+	testClientID = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+)
+
 // checkValidation asserts err is nil when want is empty, else that it
 // mentions every string of want and none of secret.
 func checkValidation(t *testing.T, err error, want []string, secret string) {
@@ -104,7 +110,7 @@ func TestAzureConfigValidate(t *testing.T) {
 	}{
 		{"minimal", func(*AzureConfig) {}, nil},
 		{"service principal", func(c *AzureConfig) {
-			c.TenantID, c.ClientID, c.ClientSecret = fakeTenant, fakeClientID, clientSecret
+			c.TenantID, c.ClientID, c.ClientSecret = testTenant, testClientID, clientSecret
 			c.NameTemplate = "prod-<name>-v1"
 			c.Tags = map[string]string{"team": "payments", "cost center": "42"}
 		}, nil},
@@ -117,9 +123,9 @@ func TestAzureConfigValidate(t *testing.T) {
 		{"relative url", func(c *AzureConfig) { c.VaultURL = "my-vault" }, []string{"absolute https URL"}},
 		{"secret without ids", func(c *AzureConfig) { c.ClientSecret = clientSecret },
 			[]string{"tenant_id is required", "client_id is required"}},
-		{"client id without secret", func(c *AzureConfig) { c.TenantID, c.ClientID = fakeTenant, fakeClientID },
+		{"client id without secret", func(c *AzureConfig) { c.TenantID, c.ClientID = testTenant, testClientID },
 			[]string{"client_secret is required"}},
-		{"bad client id", func(c *AzureConfig) { c.TenantID, c.ClientID, c.ClientSecret = fakeTenant, "my-app", clientSecret },
+		{"bad client id", func(c *AzureConfig) { c.TenantID, c.ClientID, c.ClientSecret = testTenant, "my-app", clientSecret },
 			[]string{`client_id "my-app" must be a GUID`}},
 		{"bad tenant", func(c *AzureConfig) { c.TenantID = "not a tenant" }, []string{"tenant_id"}},
 		{"template without name", func(c *AzureConfig) { c.NameTemplate = "nebula" }, []string{"<name>"}},
