@@ -72,9 +72,11 @@ type backend struct {
 	// cache holds served tokens by credential name (LRU, bounded by
 	// config's cache_max_size).
 	cache *lru.Cache[string, *servedToken]
-	// cacheGen changes whenever cached tokens are dropped; a load that
+	// cacheGen changes whenever the whole cache is dropped, and nameGens
+	// (credential name -> *atomic.Uint64) when one entry is; a load that
 	// started before a drop does not cache what it read.
 	cacheGen atomic.Uint64
+	nameGens sync.Map
 	// loads makes concurrent cache misses of one name share one load.
 	loads singleflight.Group
 

@@ -297,3 +297,18 @@ func TestVerifyContactsTheProviderOnWrite(t *testing.T) {
 	requireKind(t, err, KindRefreshFailed)
 	require.Equal(t, first, e.tokenOf(t, "v"), "a failed verification changes nothing")
 }
+
+func TestFetchedTokenIsCachedAndOtherWritesDoNotStopIt(t *testing.T) {
+	e, srv := newOAuthEnv(t)
+	createClientCredentials(t, e, srv, "svc")
+	e.mustRequest(t, logical.ReadOperation, "token/svc", nil) // fetched upstream
+	gets := e.storage.gets.Load()
+	e.mustRequest(t, logical.ReadOperation, "token/svc", nil)
+	require.Equal(t, gets, e.storage.gets.Load(), "the fetched token was cached by the read that fetched it")
+
+	// Writes to other credentials do not drop this one's entry.
+	e.mustRequest(t, logical.CreateOperation, "creds/other", validCreds["api_key"])
+	gets = e.storage.gets.Load()
+	e.mustRequest(t, logical.ReadOperation, "token/svc", nil)
+	require.Equal(t, gets, e.storage.gets.Load())
+}

@@ -262,20 +262,32 @@ func (b *backend) pathCredsWrite(ctx context.Context, req *logical.Request, d *f
 		return nil, invalidInput(err)
 	}
 
-	lock := b.lock(name)
+	c, existing, resp, err := b.writeCredential(ctx, req, in)
+	if resp != nil || err != nil {
+		return resp, err
+	}
+	// Mirrors are written after the lock is released: token content reads
+	// the credential's token, which takes the lock.
+	b.afterWrite(ctx, req.Storage, c, existing)
+	return &logical.Response{Data: c.responseData(b.now())}, nil
+}
+
+// writeCredential creates or updates a credential under its lock. resp is
+// set when an idempotent replay answers without a write.
+func (b *backend) writeCredential(ctx context.Context, req *logical.Request, in *credInput) (c, existing *credential, resp *logical.Response, err error) {
+	lock := b.lock(in.Name)
 	lock.Lock()
 	defer lock.Unlock()
 
 	done, resp, err := b.replayIdempotent(ctx, req.Storage, in)
 	if done || err != nil {
-		return resp, err
+		return nil, nil, resp, err
 	}
-	existing, err := loadCredential(ctx, req.Storage, name)
+	existing, err = loadCredential(ctx, req.Storage, in.Name)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	var c *credential
-	ev := auditEvent{Action: actionCreate, Credential: name}
+	ev := auditEvent{Action: actionCreate, Credential: in.Name}
 	if existing == nil {
 		c, err = b.createCredential(ctx, req.Storage, in)
 	} else {
@@ -287,11 +299,10 @@ func (b *backend) pathCredsWrite(ctx context.Context, req *logical.Request, d *f
 	}
 	b.audit(ctx, req, auditOutcome(ev, err), nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	b.dropCached(name)
-	b.afterWrite(ctx, req.Storage, c, existing)
-	return &logical.Response{Data: c.responseData(b.now())}, nil
+	b.dropCached(in.Name)
+	return c, existing, nil, nil
 }
 
 // replayIdempotent answers a write whose idempotency key was used before:

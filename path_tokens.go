@@ -172,6 +172,7 @@ func (b *backend) pathRefreshOne(ctx context.Context, req *logical.Request, d *f
 		return nil, err
 	}
 	t, err := b.loadToken(ctx, req.Storage, cfg, name, true)
+	b.dropCached(name) // the next read loads the new token
 	ev := auditEvent{Action: actionRefresh, Credential: name}
 	if err != nil {
 		b.audit(ctx, req, auditOutcome(ev, err), nil)

@@ -234,5 +234,6 @@ func (b *backend) refreshIfDue(ctx context.Context, s logical.Storage, cfg *Conf
 	if _, err := b.refreshLocked(ctx, s, cfg, c, sv); err != nil {
 		return false, err
 	}
+	b.dropCached(name)
 	return true, nil
 }

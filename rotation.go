@@ -466,6 +466,11 @@ func (b *backend) reschedule(ctx context.Context, s logical.Storage, c *credenti
 	at := c.nextWork()
 	old := c.RotationState.ScheduledAt
 	if at.Equal(old) {
+		// The stored entry is right; put the name back in the queue, which
+		// pops a whole minute at a time (it may be early by seconds).
+		if !at.IsZero() {
+			b.sched.update(c.Name, at)
+		}
 		return
 	}
 	b.sched.move(ctx, s, b.logger, c.Name, old, at)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -86,12 +87,12 @@ func (b *backend) tokenFor(ctx context.Context, s logical.Storage, name string) 
 		b.stats.cacheMisses.Add(1)
 	}
 	v, err, _ := b.loads.Do(name, func() (any, error) {
-		gen := b.cacheGen.Load()
+		gen, nameGen := b.cacheGen.Load(), b.nameGen(name).Load()
 		t, err := b.loadToken(ctx, s, cfg, name, false)
 		if err != nil {
 			return nil, err
 		}
-		if cfg.CacheEnabled && b.cacheGen.Load() == gen {
+		if cfg.CacheEnabled && b.cacheGen.Load() == gen && b.nameGen(name).Load() == nameGen {
 			b.cache.Add(name, t)
 		}
 		return t, nil
@@ -234,7 +235,6 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, cfg *Con
 		c.LastError = ""
 		b.saveMeta(ctx, s, c)
 	}
-	b.dropCached(c.Name)
 	if c.MirrorContent == "token" && len(c.Mirror) > 0 {
 		b.markMirrorPending(ctx, s, c)
 	}
@@ -334,8 +334,17 @@ func (b *backend) saveMeta(ctx context.Context, s logical.Storage, c *credential
 // dropCached removes a credential's cached token and makes in-flight loads
 // that started before the drop skip caching what they read.
 func (b *backend) dropCached(name string) {
-	b.cacheGen.Add(1)
+	b.nameGen(name).Add(1)
 	b.cache.Remove(name)
+}
+
+// nameGen is the cache generation of one credential name.
+func (b *backend) nameGen(name string) *atomic.Uint64 {
+	if g, ok := b.nameGens.Load(name); ok {
+		return g.(*atomic.Uint64)
+	}
+	g, _ := b.nameGens.LoadOrStore(name, new(atomic.Uint64))
+	return g.(*atomic.Uint64)
 }
 
 // upstreamClient returns the client for the config's host policy.

@@ -1,0 +1,152 @@
+package nebula
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/stretchr/testify/require"
+
+	"github.com/nebula-credential/nebula-credential/mirror"
+	"github.com/nebula-credential/nebula-credential/mirror/mirrortest"
+)
+
+// mirrorEnv is a backend with both mirror targets configured against
+// loopback fakes, reached through the real AWS and Azure SDK clients.
+type mirrorEnv struct {
+	*testEnv
+	aws   *mirrortest.AWS
+	azure *mirrortest.Azure
+}
+
+func newMirrorEnv(tb testing.TB) *mirrorEnv {
+	tb.Helper()
+	e := &mirrorEnv{testEnv: newTestBackend(tb), aws: mirrortest.NewAWS(tb), azure: mirrortest.NewAzure(tb)}
+	// Azure needs the fake's TLS trust and a token credential that needs
+	// no network; the stored config is used as written.
+	e.b.mirrorFactory = func(name string, cfg *targetConfig) (mirror.Target, error) {
+		if name == mirror.NameAzure {
+			return mirror.NewAzure(*cfg.Azure, e.azure.Credential(), e.azure.ClientOptions())
+		}
+		return mirror.NewAWS(*cfg.AWS, e.aws.Client())
+	}
+	resp := e.mustRequest(tb, logical.UpdateOperation, "mirror/aws", map[string]any{
+		"region": e.aws.Region(), "endpoint": e.aws.URL(), "access_key": e.aws.AccessKey(), "secret_key": e.aws.SecretKey(),
+	})
+	require.NotContains(tb, resp.Data, "secret_key")
+	require.Equal(tb, true, resp.Data["secret_key_set"])
+	e.mustRequest(tb, logical.UpdateOperation, "mirror/azure", map[string]any{"vault_url": e.azure.URL()})
+	return e
+}
+
+// mirrored decodes the document a target holds for a credential.
+func mirrored(tb testing.TB, value string) map[string]any {
+	tb.Helper()
+	var doc map[string]any
+	require.NoError(tb, json.Unmarshal([]byte(value), &doc))
+	return doc
+}
+
+func (e *mirrorEnv) awsDoc(tb testing.TB, name string) map[string]any {
+	tb.Helper()
+	s, ok := e.aws.Secret("nebula/" + name)
+	require.True(tb, ok, "aws has nebula/%s", name)
+	return mirrored(tb, s.Value)
+}
+
+func (e *mirrorEnv) azureDoc(tb testing.TB, name string) map[string]any {
+	tb.Helper()
+	s, ok := e.azure.Secret("nebula-" + name)
+	require.True(tb, ok, "azure has nebula-%s", name)
+	return mirrored(tb, s.Value)
+}
+
+func fieldOf(doc map[string]any, field string) any {
+	return doc["fields"].(map[string]any)[field]
+}
+
+func TestMirrorLifecycle(t *testing.T) {
+	e := newMirrorEnv(t)
+	e.mustRequest(t, logical.CreateOperation, "creds/stripe", map[string]any{
+		"type": "api_key", "api_key": "key-v1", "mirror": "aws,azure"})
+	require.Equal(t, "key-v1", fieldOf(e.awsDoc(t, "stripe"), "api_key"))
+	require.Equal(t, "key-v1", fieldOf(e.azureDoc(t, "stripe"), "api_key"))
+
+	e.mustRequest(t, logical.UpdateOperation, "creds/stripe", map[string]any{"api_key": "key-v2"})
+	require.Equal(t, "key-v2", fieldOf(e.awsDoc(t, "stripe"), "api_key"))
+	e.clock.Advance(time.Second)
+	e.mustRequest(t, logical.UpdateOperation, "rotate/stripe", map[string]any{"api_key": "key-v3"})
+	require.Equal(t, "key-v3", fieldOf(e.awsDoc(t, "stripe"), "api_key"))
+	require.Equal(t, "key-v3", fieldOf(e.azureDoc(t, "stripe"), "api_key"))
+	require.EqualValues(t, 3, e.azureDoc(t, "stripe")["version"])
+
+	status := e.mustRequest(t, logical.ReadOperation, "mirror/status", nil).Data["status"].([]map[string]any)
+	require.Len(t, status, 2)
+	for _, st := range status {
+		require.Equal(t, "synced", st["sync_status"], "%v", st)
+	}
+
+	e.mustRequest(t, logical.DeleteOperation, "creds/stripe", nil)
+	require.Empty(t, e.aws.Names())
+	require.Empty(t, e.azure.Names())
+	require.Empty(t, e.mustRequest(t, logical.ReadOperation, "mirror/status", nil).Data["status"])
+}
+
+func TestMirrorTargetDownThenUp(t *testing.T) {
+	e := newMirrorEnv(t)
+	e.mustRequest(t, logical.CreateOperation, "creds/k", map[string]any{"type": "api_key", "api_key": "v1", "mirror": "aws"})
+	e.aws.Stop()
+
+	// Two changes while the target is down: both writes succeed in Vault.
+	e.clock.Advance(time.Second)
+	e.mustRequest(t, logical.UpdateOperation, "creds/k", map[string]any{"api_key": "v2"})
+	e.clock.Advance(time.Second)
+	e.mustRequest(t, logical.UpdateOperation, "creds/k", map[string]any{"api_key": "v3"})
+	status := e.mustRequest(t, logical.ReadOperation, "mirror/status", nil).Data["status"].([]map[string]any)
+	require.Equal(t, "error", status[0]["sync_status"])
+	require.NotEmpty(t, status[0]["last_error"])
+	require.NotContains(t, status[0]["last_error"], "v3", "no content in errors")
+	health := e.mustRequest(t, logical.ReadOperation, "health", nil)
+	require.Equal(t, "degraded", health.Data["status"])
+	require.Equal(t, "mirror_error", health.Data["issues"].([]map[string]any)[0]["kind"])
+
+	e.aws.Start()
+	e.runPeriodic(t)
+	require.Equal(t, "v1", fieldOf(e.awsDoc(t, "k"), "api_key"), "no retry before the backoff ends")
+	e.clock.Advance(mirrorRetryMin + time.Second)
+	e.runPeriodic(t)
+	require.Equal(t, "v3", fieldOf(e.awsDoc(t, "k"), "api_key"), "the latest version, no lost update")
+	status = e.mustRequest(t, logical.ReadOperation, "mirror/status", nil).Data["status"].([]map[string]any)
+	require.Equal(t, "synced", status[0]["sync_status"])
+	require.Equal(t, "healthy", e.mustRequest(t, logical.ReadOperation, "health", nil).Data["status"])
+}
+
+func TestMirrorTokenContent(t *testing.T) {
+	e := newMirrorEnv(t)
+	e.mustRequest(t, logical.CreateOperation, "creds/b", map[string]any{
+		"type": "basic_auth", "username": "u", "password": "p", "mirror": "azure", "mirror_content": "token"})
+	doc := e.azureDoc(t, "b")
+	require.Equal(t, "Basic dTpw", doc["header_value"])
+	require.Equal(t, "p", doc["access_token"])
+	require.NotContains(t, doc, "fields")
+}
+
+func TestMirrorInputValidation(t *testing.T) {
+	e := newMirrorEnv(t)
+	_, err := e.request(t, logical.CreateOperation, "creds/x", map[string]any{"type": "api_key", "api_key": "k", "mirror": "gcp"})
+	requireKind(t, err, KindInvalidInput, "gcp")
+	_, err = e.request(t, logical.CreateOperation, "creds/x", map[string]any{"type": "api_key", "api_key": "k", "mirror": "aws", "mirror_content": "both"})
+	requireKind(t, err, KindInvalidInput, "mirror_content")
+	e.mustRequest(t, logical.DeleteOperation, "mirror/azure", nil)
+	_, err = e.request(t, logical.CreateOperation, "creds/x", map[string]any{"type": "api_key", "api_key": "k", "mirror": "azure"})
+	requireKind(t, err, KindInvalidInput, "not configured")
+	_, err = e.request(t, logical.UpdateOperation, "mirror/aws", map[string]any{"region": "nowhere"})
+	requireKind(t, err, KindInvalidInput, "region")
+
+	// Dropping a target deletes the copy there.
+	e.mustRequest(t, logical.CreateOperation, "creds/y", map[string]any{"type": "api_key", "api_key": "k", "mirror": "aws"})
+	require.Len(t, e.aws.Names(), 1)
+	e.mustRequest(t, logical.UpdateOperation, "creds/y", map[string]any{"mirror": ""})
+	require.Empty(t, e.aws.Names())
+}
