@@ -48,8 +48,17 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzCredentialInput$$' -fuzztime=$(FUZZTIME) .
 	$(GO) test -run='^$$' -fuzz='^FuzzWebhookAnswer$$' -fuzztime=10s .
 
+# bench runs the engine's Go benchmarks (BenchmarkTokenRead,
+# BenchmarkRefreshDue), then bench-vault. About 2 to 3 minutes.
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem ./...
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=2s .
+	$(MAKE) --no-print-directory bench-vault
+
+# bench-vault measures token reads through a real Vault dev server:
+# nebula/token/<name> against a no-op plugin (test/noopplugin), interleaved
+# rounds, requests/s, p50/p99 and the ratio nebula/noop (target >= 0.9).
+bench-vault: vault
+	VAULT_BIN="$$(scripts/install-vault.sh)" $(GO) run ./test/benchvault
 
 fmt:
 	$(GO) fmt ./...
