@@ -178,6 +178,22 @@ func loadCredential(ctx context.Context, s logical.Storage, name string) (*crede
 	return c, nil
 }
 
+// loadExisting loads a credential that must exist: invalid_input for a bad
+// name, not_found for a missing one.
+func loadExisting(ctx context.Context, s logical.Storage, name string) (*credential, error) {
+	if err := validateName(name); err != nil {
+		return nil, invalidInput(err)
+	}
+	c, err := loadCredential(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		return nil, newError(KindNotFound, "credential %q does not exist", name)
+	}
+	return c, nil
+}
+
 // loadSecret reads one secret version of a credential.
 func loadSecret(ctx context.Context, s logical.Storage, name, id string) (*secretVersion, error) {
 	entry, err := s.Get(ctx, secretKey(name, id))

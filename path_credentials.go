@@ -120,18 +120,12 @@ func (b *backend) pathCredsList(ctx context.Context, req *logical.Request, _ *fr
 
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	if err := validateName(name); err != nil {
-		return nil, invalidInput(err)
-	}
 	lock := b.lock(name)
 	lock.RLock()
 	defer lock.RUnlock()
-	c, err := loadCredential(ctx, req.Storage, name)
+	c, err := loadExisting(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
-	}
-	if c == nil {
-		return nil, newError(KindNotFound, "credential %q does not exist", name)
 	}
 	return &logical.Response{Data: c.responseData(b.now())}, nil
 }

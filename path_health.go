@@ -180,7 +180,7 @@ func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, _ *
 }
 
 func (b *backend) pathCredMetricsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	c, err := loadForPolicy(ctx, req.Storage, d.Get("name").(string))
+	c, err := loadExisting(ctx, req.Storage, d.Get("name").(string))
 	if err != nil {
 		return nil, err
 	}

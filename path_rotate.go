@@ -114,23 +114,9 @@ func (b *backend) credentialPolicyExists(ctx context.Context, req *logical.Reque
 	return c != nil && c.Rotation != nil, err
 }
 
-// loadForPolicy loads a credential for the rotation policy paths.
-func loadForPolicy(ctx context.Context, s logical.Storage, name string) (*credential, error) {
-	if err := validateName(name); err != nil {
-		return nil, invalidInput(err)
-	}
-	c, err := loadCredential(ctx, s, name)
-	if err != nil {
-		return nil, err
-	}
-	if c == nil {
-		return nil, newError(KindNotFound, "credential %q does not exist", name)
-	}
-	return c, nil
-}
 
 func (b *backend) pathRotationRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	c, err := loadForPolicy(ctx, req.Storage, d.Get("name").(string))
+	c, err := loadExisting(ctx, req.Storage, d.Get("name").(string))
 	if err != nil {
 		return nil, err
 	}
@@ -174,13 +160,10 @@ func formatTime(t time.Time) any {
 
 func (b *backend) pathRotationWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	if err := validateName(name); err != nil {
-		return nil, invalidInput(err)
-	}
 	lock := b.lock(name)
 	lock.Lock()
 	defer lock.Unlock()
-	c, err := loadForPolicy(ctx, req.Storage, name)
+	c, err := loadExisting(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}
@@ -278,13 +261,10 @@ func (p *rotationPolicy) validate(cfg *Config, hasSecret bool) error {
 
 func (b *backend) pathRotationDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	if err := validateName(name); err != nil {
-		return nil, invalidInput(err)
-	}
 	lock := b.lock(name)
 	lock.Lock()
 	defer lock.Unlock()
-	c, err := loadForPolicy(ctx, req.Storage, name)
+	c, err := loadExisting(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}

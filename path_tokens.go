@@ -137,12 +137,9 @@ func (b *backend) previousToken(ctx context.Context, s logical.Storage, name str
 	lock := b.lock(name)
 	lock.RLock()
 	defer lock.RUnlock()
-	c, err := loadCredential(ctx, s, name)
+	c, err := loadExisting(ctx, s, name)
 	if err != nil {
 		return nil, err
-	}
-	if c == nil {
-		return nil, newError(KindNotFound, "credential %q does not exist", name)
 	}
 	if c.Previous == nil || !b.now().Before(c.Previous.GraceUntil) {
 		return nil, newError(KindNotFound, "credential %q has no previous version in a grace period", name)

@@ -151,12 +151,9 @@ func (b *backend) loadToken(ctx context.Context, s logical.Storage, cfg *Config,
 
 // loadCurrent reads a credential and its current secret version.
 func loadCurrent(ctx context.Context, s logical.Storage, name string) (*credential, *secretVersion, error) {
-	c, err := loadCredential(ctx, s, name)
+	c, err := loadExisting(ctx, s, name)
 	if err != nil {
 		return nil, nil, err
-	}
-	if c == nil {
-		return nil, nil, newError(KindNotFound, "credential %q does not exist", name)
 	}
 	sv, err := loadSecret(ctx, s, name, c.ID)
 	if err != nil {
