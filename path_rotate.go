@@ -114,7 +114,6 @@ func (b *backend) credentialPolicyExists(ctx context.Context, req *logical.Reque
 	return c != nil && c.Rotation != nil, err
 }
 
-
 func (b *backend) pathRotationRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	c, err := loadExisting(ctx, req.Storage, d.Get("name").(string))
 	if err != nil {
