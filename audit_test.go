@@ -209,3 +209,19 @@ func pdfText(tb testing.TB, pdf []byte) string {
 	require.NoError(tb, err, "pdftotext could not open the report")
 	return string(out)
 }
+
+func TestAuditFlusherRunsFromInitializeAndStopsOnClean(t *testing.T) {
+	e := newTestBackend(t)
+	require.NoError(t, e.b.Initialize(context.Background(), &logical.InitializationRequest{Storage: e.storage}))
+	e.mustRequest(t, logical.CreateOperation, "creds/k", validCreds["api_key"])
+	require.Eventually(t, func() bool { return e.b.auditLog.pending() == 0 }, 5*time.Second, 20*time.Millisecond,
+		"the background flusher writes buffered events")
+
+	// Events recorded just before Clean are written by the final flush.
+	e.mustRequest(t, logical.ReadOperation, "token/k", nil)
+	e.b.Cleanup(context.Background())
+	require.Zero(t, e.b.auditLog.pending())
+	events, _, err := queryAudit(context.Background(), e.storage, auditFilter{Action: "read_token", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, events, 1)
+}

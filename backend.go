@@ -201,8 +201,9 @@ func newBackend(conf *logical.BackendConfig) *backend {
 			pathProviders(b),
 			pathFlows(b),
 		),
-		PeriodicFunc: b.periodic,
-		WALRollback:  b.walRollback,
+		PeriodicFunc:   b.periodic,
+		InitializeFunc: b.initialize,
+		WALRollback:    b.walRollback,
 		// Rotations finish within a minute; an older WAL entry is from an
 		// interrupted one.
 		WALRollbackMinAge: 2 * time.Minute,

@@ -449,3 +449,24 @@ func TestRotationCrashAfterEachStep(t *testing.T) {
 		})
 	}
 }
+
+// TestRotationStaysScheduledAcrossEarlyPops: the scheduler pops a whole
+// minute at a time, so it can look at a credential seconds before it is
+// due; the credential must stay scheduled and rotate on a later run.
+func TestRotationStaysScheduledAcrossEarlyPops(t *testing.T) {
+	e := newTestBackend(t)
+	e.clock.Advance(500 * time.Millisecond)
+	e.mustRequest(t, logical.CreateOperation, "creds/g", map[string]any{"type": "generated"})
+	e.mustRequest(t, logical.UpdateOperation, "creds/g/rotation", map[string]any{"interval": "1m"})
+	first := e.tokenOf(t, "g")
+	e.clock.Advance(60*time.Second - 100*time.Millisecond) // same minute, just before due
+	e.runPeriodic(t)
+	require.Equal(t, first, e.tokenOf(t, "g"))
+	seen := map[string]bool{first: true}
+	for range 5 {
+		e.clock.Advance(60 * time.Second)
+		e.runPeriodic(t)
+		seen[e.tokenOf(t, "g")] = true
+	}
+	require.Len(t, seen, 6, "a new secret every minute")
+}

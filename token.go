@@ -208,9 +208,9 @@ func cacheUntil(now time.Time, cfg *Config, limit time.Time) time.Time {
 // credential's write lock. On failure the stored token is left as it was
 // and the credential records the error.
 func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, cfg *Config, c *credential, sv *secretVersion) (*issuedToken, error) {
-	start := b.now()
+	start := time.Now() // durations on the real clock, whatever b.now is
 	issued, err := b.requestToken(ctx, s, cfg, c, sv)
-	b.stats.observeRefresh(c.Name, b.now(), b.now().Sub(start), err)
+	b.stats.observeRefresh(c.Name, b.now(), time.Since(start), err)
 	if err != nil {
 		var ce *CredentialError
 		if !errors.As(err, &ce) || ce.Kind == KindRefreshFailed {

@@ -1,0 +1,540 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// Time limits of a cluster. Every wait is bounded by one of them.
+const (
+	// clusterStartTimeout bounds StartCluster: processes up, node 0
+	// initialised and active, the others joined, unsealed and voting, the
+	// plugin registered and mounted.
+	clusterStartTimeout = 3 * time.Minute
+	// nodeStartTimeout bounds StartNode.
+	nodeStartTimeout = 90 * time.Second
+	// clusterLogDump bounds how much of each node's log a failed test
+	// prints.
+	clusterLogDump = 64 << 10
+	// stabilizationTime is autopilot's server_stabilization_time in the
+	// cluster: how long a joined node must be healthy before it becomes a
+	// voter (Vault's default is 10s).
+	stabilizationTime = "2s"
+)
+
+// Cluster is a Vault HA cluster on loopback: n server processes with
+// integrated storage (storage "raft"), joined with retry_join, initialised
+// with one key share, every node unsealed, and the plugin registered
+// (versioned, with its SHA-256) and mounted at nebula/.
+//
+// Each node has its own plugin directory holding its own copy of the same
+// plugin binary, as on separate machines: the plugin catalog is replicated,
+// but a node can run the plugin only from its own directory.
+//
+// One node is active; the others are standbys that forward every request to
+// it (Vault OSS has no performance standbys). The plugin runs on the active
+// node only.
+type Cluster struct {
+	// Token is the root token.
+	Token string
+	// Mount is the plugin's mount path without slashes.
+	Mount string
+	// Plugin is the registered plugin build (Dir is node 0's plugin
+	// directory; every node has a copy of the binary).
+	Plugin Plugin
+
+	nodes     []*Vault
+	unsealKey string
+}
+
+// StartCluster starts an n-node cluster (n >= 1) and stops it when the test
+// ends, printing the end of every node's log if the test failed. It takes
+// 15 to 30 seconds for three nodes.
+func StartCluster(tb testing.TB, n int) *Cluster {
+	tb.Helper()
+	if n < 1 {
+		tb.Fatalf("harness: StartCluster needs at least one node, got %d", n)
+	}
+	c, err := newCluster(tb.TempDir(), n)
+	if err != nil {
+		tb.Fatalf("harness: %v", err)
+	}
+	tb.Cleanup(func() {
+		c.stopAll()
+		if tb.Failed() {
+			tb.Log(c.logs())
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), clusterStartTimeout)
+	defer cancel()
+	if err := c.start(ctx); err != nil {
+		tb.Fatalf("harness: starting a %d-node cluster: %v", n, err) // Cleanup prints the logs
+	}
+	return c
+}
+
+// newCluster prepares the nodes' directories, ports, plugin copies and
+// configuration files.
+func newCluster(dir string, n int) (*Cluster, error) {
+	bin, err := vaultBinary()
+	if err != nil {
+		return nil, err
+	}
+	p, err := buildPlugin()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{Mount: DefaultMount, Plugin: p}
+	for i := 0; i < n; i++ {
+		port, err := freePortPair()
+		if err != nil {
+			return nil, err
+		}
+		nodeDir := filepath.Join(dir, fmt.Sprintf("node%d", i))
+		v := &Vault{
+			Addr:    "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+			Mount:   DefaultMount,
+			Plugin:  p,
+			mode:    modeFile,
+			opts:    defaultOptions(),
+			bin:     bin,
+			dir:     nodeDir,
+			home:    filepath.Join(nodeDir, "home"),
+			logPath: filepath.Join(nodeDir, "vault.log"),
+			port:    port,
+		}
+		v.Plugin.Dir = filepath.Join(nodeDir, "plugins")
+		for _, d := range []string{v.home, v.Plugin.Dir, filepath.Join(nodeDir, "raft")} {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return nil, err
+			}
+		}
+		if err := copyExecutable(filepath.Join(p.Dir, p.Name), filepath.Join(v.Plugin.Dir, p.Name)); err != nil {
+			return nil, err
+		}
+		c.nodes = append(c.nodes, v)
+	}
+	for i := range c.nodes {
+		if err := os.WriteFile(c.configPath(i), []byte(c.raftConfig(i)), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	c.Plugin.Dir = c.nodes[0].Plugin.Dir
+	return c, nil
+}
+
+func (c *Cluster) configPath(i int) string { return filepath.Join(c.nodes[i].dir, "vault.hcl") }
+
+// raftConfig is node i's configuration: integrated storage joining every
+// other node, its own listener, cluster address and plugin directory.
+// performance_multiplier = 1 makes elections take about a second instead
+// of five.
+func (c *Cluster) raftConfig(i int) string {
+	v := c.nodes[i]
+	var joins strings.Builder
+	for j, other := range c.nodes {
+		if j != i {
+			fmt.Fprintf(&joins, "  retry_join {\n    leader_api_addr = %q\n  }\n", other.Addr)
+		}
+	}
+	cluster := net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port+1))
+	return fmt.Sprintf(`storage "raft" {
+  path                   = %q
+  node_id                = %q
+  performance_multiplier = 1
+%s}
+
+listener "tcp" {
+  address         = %q
+  cluster_address = %q
+  tls_disable     = true
+}
+
+plugin_directory = %q
+api_addr         = %q
+cluster_addr     = %q
+disable_mlock    = true
+ui               = false
+`, filepath.Join(v.dir, "raft"), fmt.Sprintf("node%d", i), joins.String(),
+		net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port)), cluster,
+		v.Plugin.Dir, v.Addr, "https://"+cluster)
+}
+
+// start brings a fresh cluster up: every process, then init and unseal of
+// node 0, unseal of the others (which join node 0), voters, plugin.
+func (c *Cluster) start(ctx context.Context) error {
+	for i := range c.nodes {
+		if err := c.spawn(i); err != nil {
+			return err
+		}
+	}
+	for i, v := range c.nodes {
+		if err := v.waitResponding(ctx); err != nil {
+			return fmt.Errorf("node %d: %w", i, err)
+		}
+	}
+	first := c.nodes[0]
+	resp, err := first.rawClient("").Sys().InitWithContext(ctx, &api.InitRequest{SecretShares: 1, SecretThreshold: 1})
+	if err != nil {
+		return fmt.Errorf("initialising node 0: %w", err)
+	}
+	c.unsealKey, c.Token = resp.Keys[0], resp.RootToken
+	for _, v := range c.nodes {
+		v.Token, v.unsealKey = c.Token, c.unsealKey
+	}
+	if err := c.unseal(ctx, 0); err != nil {
+		return err
+	}
+	if err := first.waitActive(ctx); err != nil {
+		return fmt.Errorf("node 0: %w", err)
+	}
+	if _, err := first.Client().Logical().WriteWithContext(ctx, "sys/storage/raft/autopilot/configuration",
+		map[string]any{"server_stabilization_time": stabilizationTime}); err != nil {
+		return fmt.Errorf("configuring autopilot: %w", err)
+	}
+	for i := 1; i < len(c.nodes); i++ {
+		if err := c.unseal(ctx, i); err != nil {
+			return err
+		}
+	}
+	if err := c.waitVoters(ctx); err != nil {
+		return err
+	}
+	if err := c.setupPlugin(ctx); err != nil {
+		return err
+	}
+	_, err = c.waitActive(ctx)
+	return err
+}
+
+// spawn starts node i's process, its output appended to its log.
+func (c *Cluster) spawn(i int) error {
+	v := c.nodes[i]
+	args := []string{"server", "-config=" + c.configPath(i), "-log-level=" + v.opts.logLevel}
+	logFile, err := os.OpenFile(v.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	fmt.Fprintf(logFile, "==> harness: %s %s\n", v.bin, strings.Join(args, " "))
+
+	cmd := exec.Command(v.bin, args...)
+	cmd.Dir = v.dir
+	cmd.Env = v.env("")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("node %d: starting %s: %w", i, v.bin, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait() // the exit status shows in the log
+		close(done)
+	}()
+	v.mu.Lock()
+	v.cmd, v.done = cmd, done
+	v.mu.Unlock()
+	return nil
+}
+
+// unseal submits the unseal key to node i until it reports unsealed. A
+// node that has not yet received node 0's join challenge (retry_join runs
+// every few seconds) answers that it is not initialised; it is asked again.
+func (c *Cluster) unseal(ctx context.Context, i int) error {
+	v := c.nodes[i]
+	var last error
+	err := v.poll(ctx, "unsealed", func() (bool, error) {
+		sys := v.rawClient("").Sys()
+		status, err := sys.SealStatusWithContext(ctx)
+		if err != nil {
+			last = err
+			return false, nil
+		}
+		if !status.Sealed {
+			return true, nil
+		}
+		if status.Progress == 0 {
+			if _, err := sys.UnsealWithContext(ctx, c.unsealKey); err != nil {
+				last = err
+			}
+		}
+		return false, nil
+	})
+	if err != nil && last != nil {
+		return fmt.Errorf("node %d: %w (last: %v)", i, err, last)
+	}
+	if err != nil {
+		return fmt.Errorf("node %d: %w", i, err)
+	}
+	return nil
+}
+
+// waitVoters waits until autopilot counts every node as a healthy voter,
+// so the cluster keeps a quorum when one node stops.
+func (c *Cluster) waitVoters(ctx context.Context) error {
+	first := c.nodes[0]
+	var last string
+	err := first.poll(ctx, "reporting every node as a voter", func() (bool, error) {
+		state, err := first.Client().Sys().RaftAutopilotStateWithContext(ctx)
+		if err != nil || state == nil {
+			last = fmt.Sprint(err)
+			return false, nil
+		}
+		last = state.String()
+		return state.Healthy && len(state.Voters) == len(c.nodes), nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w; autopilot state: %s", err, last)
+	}
+	return nil
+}
+
+// setupPlugin registers the plugin (the catalog entry replicates to every
+// node) and mounts it, through the active node.
+func (c *Cluster) setupPlugin(ctx context.Context) error {
+	active, err := c.waitActive(ctx)
+	if err != nil {
+		return err
+	}
+	v, p := c.nodes[active], c.Plugin
+	if _, err := v.cli(ctx, cliOptions{token: c.Token}, "plugin", "register",
+		"-sha256="+p.SHA256, "-version="+p.Version, "secret", p.Name); err != nil {
+		return fmt.Errorf("registering the plugin: %w", err)
+	}
+	if _, err := v.cli(ctx, cliOptions{token: c.Token}, "secrets", "enable",
+		"-path="+c.Mount, "-plugin-version="+p.Version, p.Name); err != nil {
+		return fmt.Errorf("mounting the plugin at %s/: %w", c.Mount, err)
+	}
+	return nil
+}
+
+// Len is the number of nodes.
+func (c *Cluster) Len() int { return len(c.nodes) }
+
+// Node returns node i, for its Addr, Client, CLI and Log. Stop and start
+// nodes with StopNode and StartNode: the Vault's own Start and Restart are
+// for single servers and would start it with file storage.
+func (c *Cluster) Node(i int) *Vault { return c.nodes[i] }
+
+// Active returns the index of the node that answers as active now, or -1
+// when none does (during an election, or when every node is stopped).
+func (c *Cluster) Active() int {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, v := range c.nodes {
+		if !v.Running() {
+			continue
+		}
+		h, err := v.rawClient("").Sys().HealthWithContext(ctx)
+		if err == nil && h.Initialized && !h.Sealed && !h.Standby {
+			return i
+		}
+	}
+	return -1
+}
+
+// WaitActive waits up to timeout until the running nodes agree on an
+// active node, every running standby forwards to it, and the plugin
+// answers through every running node; it returns the active node's index.
+func (c *Cluster) WaitActive(tb testing.TB, timeout time.Duration) int {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	i, err := c.waitActive(ctx)
+	if err != nil {
+		tb.Fatalf("harness: %v", err)
+	}
+	return i
+}
+
+// waitActive polls every 200ms until ready (see WaitActive) or ctx ends.
+func (c *Cluster) waitActive(ctx context.Context) (int, error) {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		active, why := c.ready(ctx)
+		if active >= 0 {
+			return active, nil
+		}
+		select {
+		case <-ctx.Done():
+			return -1, fmt.Errorf("cluster not ready: %s: %w", why, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// ready checks the cluster once: exactly one active node among the
+// running ones, the others standbys naming it as leader, and a read of the
+// plugin's config answered through each (once the plugin is mounted). It
+// answers the active node's index, or -1 and what is not ready.
+func (c *Cluster) ready(ctx context.Context) (int, string) {
+	active, running := -1, 0
+	for i, v := range c.nodes {
+		if !v.Running() {
+			continue
+		}
+		running++
+		h, err := v.rawClient("").Sys().HealthWithContext(ctx)
+		switch {
+		case err != nil:
+			return -1, fmt.Sprintf("node %d: health: %v", i, err)
+		case !h.Initialized || h.Sealed:
+			return -1, fmt.Sprintf("node %d is sealed", i)
+		case !h.Standby && active >= 0:
+			return -1, fmt.Sprintf("nodes %d and %d both answer as active", active, i)
+		case !h.Standby:
+			active = i
+		}
+	}
+	if running == 0 {
+		return -1, "no node is running"
+	}
+	if active < 0 {
+		return -1, "no node is active"
+	}
+	for i, v := range c.nodes {
+		if !v.Running() {
+			continue
+		}
+		leader, err := v.Client().Sys().LeaderWithContext(ctx)
+		if err != nil {
+			return -1, fmt.Sprintf("node %d: sys/leader: %v", i, err)
+		}
+		if leader.LeaderAddress != c.nodes[active].Addr {
+			return -1, fmt.Sprintf("node %d names leader %q, not node %d", i, leader.LeaderAddress, active)
+		}
+		if !c.mounted() {
+			continue
+		}
+		if _, err := v.Client().Logical().ReadWithContext(ctx, c.Mount+"/config"); err != nil {
+			return -1, fmt.Sprintf("node %d: reading %s/config: %v", i, c.Mount, err)
+		}
+	}
+	return active, ""
+}
+
+// mounted reports whether the plugin is mounted yet (StartCluster mounts it
+// last).
+func (c *Cluster) mounted() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, v := range c.nodes {
+		if !v.Running() {
+			continue
+		}
+		if _, err := v.Client().Sys().GetMountWithContext(ctx, c.Mount); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// StopNode stops node i gracefully (SIGTERM, as a service manager would):
+// an active node steps down, which tears its mounts down (the plugin's
+// Clean runs) before the process exits. Its data is kept for StartNode.
+func (c *Cluster) StopNode(tb testing.TB, i int) {
+	tb.Helper()
+	c.nodes[i].stop()
+}
+
+// KillNode kills node i and the plugin processes it started (SIGKILL), as a
+// crash would: nothing runs on the way down.
+func (c *Cluster) KillNode(tb testing.TB, i int) {
+	tb.Helper()
+	v := c.nodes[i]
+	v.mu.Lock()
+	cmd, done := v.cmd, v.done
+	v.cmd, v.done = nil, nil
+	v.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	killGroup(cmd.Process)
+	select {
+	case <-done:
+	case <-time.After(stopTimeout):
+		tb.Fatalf("harness: node %d did not exit after SIGKILL", i)
+	}
+}
+
+// StartNode starts a stopped node on its data and ports, unseals it and
+// waits until it has rejoined as a standby (or, when it is the only node
+// running, until it is active) and the cluster is ready (see WaitActive).
+func (c *Cluster) StartNode(tb testing.TB, i int) {
+	tb.Helper()
+	v := c.nodes[i]
+	if v.Running() {
+		tb.Fatalf("harness: node %d is running", i)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), nodeStartTimeout)
+	defer cancel()
+	offset := v.logSize()
+	err := c.spawn(i)
+	if err == nil {
+		err = v.waitResponding(ctx)
+	}
+	if err == nil {
+		err = c.unseal(ctx, i)
+	}
+	if err == nil {
+		_, err = c.waitActive(ctx)
+	}
+	if err != nil {
+		tb.Fatalf("harness: starting node %d: %v\nnode %d log:\n%s", i, err, i, v.logSince(offset))
+	}
+}
+
+// stopAll stops every node, all at once (a lone node left would wait for
+// its peers).
+func (c *Cluster) stopAll() {
+	done := make(chan struct{}, len(c.nodes))
+	for _, v := range c.nodes {
+		go func() {
+			v.stop()
+			done <- struct{}{}
+		}()
+	}
+	for range c.nodes {
+		<-done
+	}
+}
+
+// logs returns the end of every node's log.
+func (c *Cluster) logs() string {
+	var b strings.Builder
+	for i, v := range c.nodes {
+		offset := max(v.logSize()-clusterLogDump, 0)
+		fmt.Fprintf(&b, "--- node %d log (%s), last %d KiB:\n%s\n", i, v.logPath, clusterLogDump>>10, v.logSince(offset))
+	}
+	return b.String()
+}
+
+// copyExecutable copies a plugin binary into a node's plugin directory.
+func copyExecutable(from, to string) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o700)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return fmt.Errorf("copying %s: %w", from, err)
+	}
+	return dst.Close()
+}
