@@ -15,14 +15,19 @@ import (
 	"github.com/nebula-credential/nebula-credential/test/harness/oauthserver"
 )
 
-// Timings of TestAgentTemplate. The OAuth2 server issues 90s tokens and
-// the mount's refresh_ahead is 75s, so the engine serves each token for
-// agentTokenWindow (15s): token/<name> answers ttl <= 15 with a
+// Timings of TestAgentTemplate. The OAuth2 server issues 120s tokens and
+// the mount's refresh_ahead is 100s, so the engine serves each token for
+// agentTokenWindow (20s): token/<name> answers ttl <= 15 with a
 // rotation_period, and Vault Agent (consul-template) reads the secret again
 // ttl+1 seconds after each read.
 const (
-	agentTokenLifetime = 90 * time.Second
-	agentRefreshAhead  = 75 * time.Second
+	agentTokenLifetime = 120 * time.Second
+	agentRefreshAhead  = 100 * time.Second
+	// agentRefreshAfter is when, after the first render, the test refreshes:
+	// early enough that the new token exists when the agent reads again
+	// (about a window later), late enough that it is still served then
+	// (its own window runs until agentRefreshAfter + agentTokenWindow).
+	agentRefreshAfter = 8 * time.Second
 	agentTokenWindow   = agentTokenLifetime - agentRefreshAhead
 	// agentStartWait bounds the agent's start, authentication and first
 	// render.
@@ -73,10 +78,10 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
 		t.Errorf("the OAuth2 server had %d token requests after the first render; want 1", n)
 	}
 
-	// Refresh a few seconds into the first token's window, so the new
+	// Refresh some seconds into the first token's window, so the new
 	// token is still served when the agent reads again (at the end of the
 	// first window).
-	time.Sleep(time.Until(seenAt.Add(3 * time.Second)))
+	time.Sleep(time.Until(seenAt.Add(agentRefreshAfter)))
 	refreshedAt := time.Now()
 	refreshed := field(cliWrite(t, v, mount+"/refresh/"+name).Data, "access_token")
 	if refreshed == "" || refreshed == first {
