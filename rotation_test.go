@@ -222,7 +222,7 @@ func newWebhook(tb testing.TB, e *testEnv) *webhookServer {
 	w.Server = httptest.NewTLSServer(http.HandlerFunc(w.serve))
 	tb.Cleanup(w.Close)
 	e.b.upstreamRoots = w.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
-	e.b.webhookTimeout = 300 * time.Millisecond
+	e.b.webhookTimeout = 2 * time.Second
 	return w
 }
 
@@ -258,7 +258,7 @@ func (w *webhookServer) serve(rw http.ResponseWriter, r *http.Request) {
 	case "fail":
 		http.Error(rw, `{"error":"internal","leak":"`+value+`"}`, http.StatusInternalServerError)
 	case "slow":
-		time.Sleep(time.Second)
+		time.Sleep(3 * time.Second) // past the test's webhook timeout
 	case "garbage":
 		fmt.Fprint(rw, "<html>"+value+"</html>")
 	case "missing":
