@@ -28,7 +28,7 @@ const (
 	// (about a window later), late enough that it is still served then
 	// (its own window runs until agentRefreshAfter + agentTokenWindow).
 	agentRefreshAfter = 8 * time.Second
-	agentTokenWindow   = agentTokenLifetime - agentRefreshAhead
+	agentTokenWindow  = agentTokenLifetime - agentRefreshAhead
 	// agentStartWait bounds the agent's start, authentication and first
 	// render.
 	agentStartWait = 30 * time.Second
