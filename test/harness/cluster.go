@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -221,30 +220,9 @@ func (c *Cluster) start(ctx context.Context) error {
 // spawn starts node i's process, its output appended to its log.
 func (c *Cluster) spawn(i int) error {
 	v := c.nodes[i]
-	args := []string{"server", "-config=" + c.configPath(i), "-log-level=" + v.opts.logLevel}
-	logFile, err := os.OpenFile(v.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
+	if err := v.startProcess([]string{"server", "-config=" + c.configPath(i), "-log-level=" + v.opts.logLevel}); err != nil {
+		return fmt.Errorf("node %d: %w", i, err)
 	}
-	defer logFile.Close()
-	fmt.Fprintf(logFile, "==> harness: %s %s\n", v.bin, strings.Join(args, " "))
-
-	cmd := exec.Command(v.bin, args...)
-	cmd.Dir = v.dir
-	cmd.Env = v.env("")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("node %d: starting %s: %w", i, v.bin, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait() // the exit status shows in the log
-		close(done)
-	}()
-	v.mu.Lock()
-	v.cmd, v.done = cmd, done
-	v.mu.Unlock()
 	return nil
 }
 

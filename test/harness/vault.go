@@ -319,6 +319,12 @@ func (v *Vault) spawn() error {
 	if err != nil {
 		return err
 	}
+	return v.startProcess(args)
+}
+
+// startProcess runs the vault binary with args in v's directory and
+// environment, appending its output to v's log, and records the process.
+func (v *Vault) startProcess(args []string) error {
 	logFile, err := os.OpenFile(v.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
