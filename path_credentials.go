@@ -634,6 +634,9 @@ func (b *backend) afterWrite(ctx context.Context, s logical.Storage, c, before *
 		}
 		b.unmirror(ctx, s, c.Name, dropped)
 	}
+	// Pending first: if the engine stops before the write below, the
+	// periodic work finds the credential still to be mirrored.
+	b.markMirrorPending(ctx, s, c)
 	if err := b.syncMirrors(ctx, s, c.Name); err != nil {
 		b.logger.Warn("mirror write failed; will retry", "credential", c.Name, "error", err)
 	}

@@ -150,3 +150,19 @@ func TestMirrorInputValidation(t *testing.T) {
 	e.mustRequest(t, logical.UpdateOperation, "creds/y", map[string]any{"mirror": ""})
 	require.Empty(t, e.aws.Names())
 }
+
+func TestMirrorPendingSurvivesAnInterruptedWrite(t *testing.T) {
+	e := newMirrorEnv(t)
+	e.mustRequest(t, logical.CreateOperation, "creds/k", map[string]any{"type": "api_key", "api_key": "v1", "mirror": "aws"})
+	// An engine that stopped between the credential write and the mirror
+	// write leaves the pending mark; the next periodic run writes it.
+	c, err := loadCredential(t.Context(), e.storage, "k")
+	require.NoError(t, err)
+	e.b.markMirrorPending(t.Context(), e.storage, c)
+	status := e.mustRequest(t, logical.ReadOperation, "mirror/status", nil).Data["status"].([]map[string]any)
+	require.Equal(t, "pending", status[0]["sync_status"])
+	e.runPeriodic(t)
+	status = e.mustRequest(t, logical.ReadOperation, "mirror/status", nil).Data["status"].([]map[string]any)
+	require.Equal(t, "synced", status[0]["sync_status"])
+}
+
