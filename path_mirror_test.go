@@ -165,4 +165,3 @@ func TestMirrorPendingSurvivesAnInterruptedWrite(t *testing.T) {
 	status = e.mustRequest(t, logical.ReadOperation, "mirror/status", nil).Data["status"].([]map[string]any)
 	require.Equal(t, "synced", status[0]["sync_status"])
 }
-
