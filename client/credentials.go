@@ -234,17 +234,7 @@ func (in *CreateInput) body() (map[string]any, error) {
 	body := map[string]any{"type": typ}
 	tf.fields(body)
 	setString(body, "description", in.Description)
-	if in.Tags != nil {
-		body["tags"] = in.Tags
-	}
-	if in.Metadata != nil {
-		body["metadata"] = in.Metadata
-	}
-	setString(body, "idempotency_key", in.IdempotencyKey)
-	if in.Mirror != nil {
-		body["mirror"] = in.Mirror
-	}
-	setString(body, "mirror_content", in.MirrorContent)
+	setCommon(body, in.Tags, in.Metadata, in.IdempotencyKey, in.Mirror, in.MirrorContent)
 	if in.Verify {
 		body["verify"] = true
 	}
@@ -286,18 +276,23 @@ func (in *UpdateInput) body() (map[string]any, error) {
 	if in.Description != nil {
 		body["description"] = *in.Description
 	}
-	if in.Tags != nil {
-		body["tags"] = in.Tags
-	}
-	if in.Metadata != nil {
-		body["metadata"] = in.Metadata
-	}
-	setString(body, "idempotency_key", in.IdempotencyKey)
-	if in.Mirror != nil {
-		body["mirror"] = in.Mirror
-	}
-	setString(body, "mirror_content", in.MirrorContent)
+	setCommon(body, in.Tags, in.Metadata, in.IdempotencyKey, in.Mirror, in.MirrorContent)
 	return body, nil
+}
+
+// setCommon sets the fields every credential write takes, those given.
+func setCommon(body map[string]any, tags []string, metadata map[string]string, idempotencyKey string, mirror []string, mirrorContent string) {
+	if tags != nil {
+		body["tags"] = tags
+	}
+	if metadata != nil {
+		body["metadata"] = metadata
+	}
+	setString(body, "idempotency_key", idempotencyKey)
+	if mirror != nil {
+		body["mirror"] = mirror
+	}
+	setString(body, "mirror_content", mirrorContent)
 }
 
 // Credential is a credential as Get answers it: everything but its secret
