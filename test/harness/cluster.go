@@ -147,27 +147,12 @@ func (c *Cluster) raftConfig(i int) string {
 			fmt.Fprintf(&joins, "  retry_join {\n    leader_api_addr = %q\n  }\n", other.Addr)
 		}
 	}
-	cluster := net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port+1))
-	return fmt.Sprintf(`storage "raft" {
+	return v.serverConfig(fmt.Sprintf(`storage "raft" {
   path                   = %q
   node_id                = %q
   performance_multiplier = 1
 %s}
-
-listener "tcp" {
-  address         = %q
-  cluster_address = %q
-  tls_disable     = true
-}
-
-plugin_directory = %q
-api_addr         = %q
-cluster_addr     = %q
-disable_mlock    = true
-ui               = false
-`, filepath.Join(v.dir, "raft"), fmt.Sprintf("node%d", i), joins.String(),
-		net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port)), cluster,
-		v.Plugin.Dir, v.Addr, "https://"+cluster)
+`, filepath.Join(v.dir, "raft"), fmt.Sprintf("node%d", i), joins.String()))
 }
 
 // start brings a fresh cluster up: every process, then init and unseal of

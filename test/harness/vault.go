@@ -373,11 +373,15 @@ func (v *Vault) serverArgs() ([]string, error) {
 // fileConfig is the configuration of a file-storage server. The cluster
 // listener (port+1) is set explicitly so it stays on loopback.
 func (v *Vault) fileConfig() string {
-	cluster := net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port+1))
-	return fmt.Sprintf(`storage "file" {
-  path = %q
+	return v.serverConfig(fmt.Sprintf("storage \"file\" {\n  path = %q\n}\n", filepath.Join(v.dir, "data")))
 }
 
+// serverConfig is a server configuration with the given storage stanza: a
+// loopback listener without TLS on v's port (cluster port next to it), the
+// plugin directory and v's addresses.
+func (v *Vault) serverConfig(storage string) string {
+	cluster := net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port+1))
+	return storage + fmt.Sprintf(`
 listener "tcp" {
   address         = %q
   cluster_address = %q
@@ -389,8 +393,7 @@ api_addr         = %q
 cluster_addr     = %q
 disable_mlock    = true
 ui               = false
-`, filepath.Join(v.dir, "data"), net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port)), cluster,
-		v.Plugin.Dir, v.Addr, "https://"+cluster)
+`, net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port)), cluster, v.Plugin.Dir, v.Addr, "https://"+cluster)
 }
 
 // env is the environment of the server and of CLI commands: the caller's,
