@@ -153,7 +153,7 @@ type credInput struct {
 // without checking them against a type: the caller knows which type
 // applies.
 func parseCredInput(d *framework.FieldData, name string) (*credInput, error) {
-	in := &credInput{Name: name, Values: types.Values{}}
+	in := &credInput{Name: name}
 	var errs []error
 	if err := validateName(name); err != nil {
 		errs = append(errs, err)
@@ -192,20 +192,33 @@ func parseCredInput(d *framework.FieldData, name string) (*credInput, error) {
 			errs = append(errs, fmt.Errorf("field \"idempotency_key\" is %d bytes long; at most %d are allowed", len(in.idempotencyKey), maxIdempotencyKey))
 		}
 	}
+	in.Values = typeValues(d, func(field string) bool {
+		_, common := commonFields[field]
+		return common
+	})
+	return in, errors.Join(errs...)
+}
+
+// typeValues collects the credential type fields a request supplies: the
+// fields of the path's schema that skip does not exclude, times as RFC 3339
+// strings. Fields outside the schema are left out (the framework warns about
+// them).
+func typeValues(d *framework.FieldData, skip func(field string) bool) types.Values {
+	values := types.Values{}
 	for field := range d.Raw {
-		if _, common := commonFields[field]; common {
+		if _, inSchema := d.Schema[field]; !inSchema || skip(field) {
 			continue
 		}
 		v, ok, err := d.GetOkErr(field)
 		if err != nil || !ok {
-			continue // unknown fields: the framework warns about them
+			continue
 		}
 		if t, isTime := v.(time.Time); isTime {
 			v = t.UTC().Format(time.RFC3339)
 		}
-		in.Values[field] = v
+		values[field] = v
 	}
-	return in, errors.Join(errs...)
+	return values
 }
 
 var tagRe = regexp.MustCompile(`^[\w.:/=+@-]+$`)

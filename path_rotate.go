@@ -71,20 +71,7 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 	if err := validateName(name); err != nil {
 		return nil, invalidInput(err)
 	}
-	supplied := types.Values{}
-	for field := range d.Raw {
-		if _, ok := d.Schema[field]; !ok || field == "name" {
-			continue
-		}
-		v, ok, err := d.GetOkErr(field)
-		if err != nil || !ok {
-			continue
-		}
-		if t, isTime := v.(time.Time); isTime {
-			v = t.UTC().Format(time.RFC3339)
-		}
-		supplied[field] = v
-	}
+	supplied := typeValues(d, func(field string) bool { return field == "name" })
 	res, err := b.rotate(ctx, req.Storage, name, supplied)
 	ev := auditEvent{Action: actionRotate, Credential: name}
 	if res != nil {
