@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -284,19 +285,10 @@ func loadIdem(ctx context.Context, s logical.Storage, storageID string) (*idemRe
 	if err != nil {
 		return nil, err
 	}
-	if c == nil || !containsString(c.IdempotencyKeys, storageID) {
+	if c == nil || !slices.Contains(c.IdempotencyKeys, storageID) {
 		return nil, nil
 	}
 	return rec, nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, item := range list {
-		if item == s {
-			return true
-		}
-	}
-	return false
 }
 
 // commitEntries writes staged entries (new keys nothing points to yet),
@@ -329,8 +321,6 @@ func jsonEntry(key string, v any, sealWrap bool) (*logical.StorageEntry, error) 
 	entry.SealWrap = sealWrap
 	return entry, nil
 }
-
-func subtleCompare(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
 
 // providerKey is the storage key of a custom OAuth2 provider preset.
 func providerKey(name string) string { return "providers/" + name }

@@ -3,6 +3,7 @@ package nebula
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -238,7 +239,7 @@ func takeState(ctx context.Context, s logical.Storage, state, wantID string) (st
 		return "", newError(KindInvalidCallback, "the state is unknown or was already used")
 	}
 	id := string(entry.Value)
-	if wantID != "" && !subtleCompare(id, wantID) {
+	if wantID != "" && subtle.ConstantTimeCompare([]byte(id), []byte(wantID)) != 1 {
 		return "", newError(KindInvalidCallback, "the state does not belong to flow %s", wantID)
 	}
 	if err := s.Delete(ctx, flowStateKey(hash)); err != nil {

@@ -2,6 +2,7 @@ package nebula
 
 import (
 	"context"
+	"crypto/hmac"
 	"errors"
 	"fmt"
 	"regexp"
@@ -327,7 +328,7 @@ func (b *backend) replayIdempotent(ctx context.Context, s logical.Storage, in *c
 	if err != nil {
 		return false, nil, err
 	}
-	if rec.Name != in.Name || !hmacEqual(rec.Fingerprint, fp) {
+	if rec.Name != in.Name || !hmac.Equal([]byte(rec.Fingerprint), []byte(fp)) {
 		return true, nil, newError(KindDuplicate, "idempotency key was already used with different input")
 	}
 	c, err := loadCredential(ctx, s, in.Name)
@@ -522,7 +523,7 @@ func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *cred
 			return err
 		}
 		storageID := idemStorageID(in.idempotencyKey)
-		if !containsString(c.IdempotencyKeys, storageID) {
+		if !slices.Contains(c.IdempotencyKeys, storageID) {
 			c.IdempotencyKeys = append(append([]string(nil), c.IdempotencyKeys...), storageID)
 		}
 		if idem, err = jsonEntry(idemKey(storageID), &idemRecord{Name: c.Name, ID: c.ID, Fingerprint: fp}, false); err != nil {
@@ -595,10 +596,6 @@ func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *
 		b.audit(ctx, req, auditOutcome(auditEvent{Action: actionDelete, Credential: name, Version: c.Version}, nil), nil)
 	}
 	return nil, nil
-}
-
-func hmacEqual(a, b string) bool {
-	return len(a) == len(b) && subtleCompare(a, b)
 }
 
 const credsHelp = `
