@@ -269,25 +269,22 @@ func (b *backend) deleteMirror(ctx context.Context, s logical.Storage, name, tar
 // backoff has passed. Its cost grows with the number of mirrored
 // credentials.
 func (b *backend) periodicMirror(ctx context.Context, s logical.Storage) error {
-	names, err := s.List(ctx, mirrorStatePrefix)
-	if err != nil {
-		return storageError("listing mirror states", err)
+	type due struct {
+		name, target string
+		st           *mirrorState
 	}
 	now := b.now()
+	var work []due
+	if err := b.eachMirrorState(ctx, s, func(name, target string, st *mirrorState) {
+		if st.SyncStatus != syncSynced && !now.Before(st.NextAttemptAt) {
+			work = append(work, due{name, target, st})
+		}
+	}); err != nil {
+		return err
+	}
 	var errs []error
-	for _, dir := range names {
-		name := dir[:len(dir)-1]
-		targets, err := s.List(ctx, mirrorStatePrefix+dir)
-		if err != nil {
-			return storageError("listing mirror states", err)
-		}
-		for _, target := range targets {
-			st, err := loadMirrorState(ctx, s, name, target)
-			if err != nil || st == nil || st.SyncStatus == syncSynced || now.Before(st.NextAttemptAt) {
-				continue
-			}
-			errs = append(errs, b.retryMirror(ctx, s, name, target, st))
-		}
+	for _, w := range work {
+		errs = append(errs, b.retryMirror(ctx, s, w.name, w.target, w.st))
 	}
 	return errors.Join(errs...)
 }
