@@ -3,6 +3,7 @@ package nebula
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -24,6 +25,9 @@ const (
 	auditFlushPeriod  = time.Second
 	auditDefaultLimit = 100
 	auditMaxLimit     = 10_000
+	// auditDropWindow is how long health reports lost audit events after
+	// the last loss.
+	auditDropWindow = 24 * time.Hour
 )
 
 // Audit actions.
@@ -56,25 +60,51 @@ type auditEvent struct {
 }
 
 // auditLog buffers events until they are flushed to storage.
+//
+// The buffer holds at most auditMaxBuffer events at every moment, also
+// while a flush is failing: a flush writes batches straight from the buffer
+// and removes a batch only once it is stored, so nothing is put back. When
+// the buffer is full, an append drops the oldest event (the trail keeps the
+// most recent activity) and counts it in dropped.
 type auditLog struct {
-	mu      sync.Mutex
-	buf     []auditEvent // guarded by mu
-	seq     uint64       // guarded by mu
-	dropped int64        // guarded by mu; events lost to a full buffer
+	mu  sync.Mutex
+	buf []auditEvent // guarded by mu; oldest first
+	seq uint64       // guarded by mu
+	// base is the number of events ever removed from the front of buf
+	// (written or dropped), so base+i numbers buf[i] for good.
+	base uint64 // guarded by mu
+	// inflightEnd numbers the event after the batch a flush is writing;
+	// zero when no write is in progress.
+	inflightEnd uint64 // guarded by mu
+	// inflightDropped counts events of the batch being written that an
+	// append dropped: lost only if that write fails.
+	inflightDropped int64 // guarded by mu
+	dropped         int64 // guarded by mu; events lost to a full buffer
+	// lastDrop is when an event was last lost; zero means never.
+	lastDrop time.Time // guarded by mu
+	// flushFailed reports whether the last flush could not write.
+	flushFailed bool // guarded by mu
 
 	flushMu sync.Mutex // serialises flushes
 }
 
 // add appends an event, stamping its id. A full buffer drops the oldest
-// events (and counts them) rather than block requests.
+// event (and counts it) rather than block requests.
 func (a *auditLog) add(ev auditEvent) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.seq++
 	ev.ID = fmt.Sprintf("%019d-%08d", ev.Time.UnixNano(), a.seq%100_000_000)
 	if len(a.buf) >= auditMaxBuffer {
+		if a.base < a.inflightEnd {
+			a.inflightDropped++ // counted if its write fails
+		} else {
+			a.dropped++
+		}
+		a.lastDrop = ev.Time
+		a.buf[0] = auditEvent{}
 		a.buf = a.buf[1:]
-		a.dropped++
+		a.base++
 	}
 	a.buf = append(a.buf, ev)
 }
@@ -86,38 +116,103 @@ func (a *auditLog) pending() int {
 	return len(a.buf)
 }
 
-// flush writes buffered events to storage in batches. Events whose batch
-// failed go back to the buffer for the next flush.
+// droppedStats returns how many events were lost to a full buffer since the
+// plugin started, when the last one was lost (zero: never), and whether the
+// last flush failed.
+func (a *auditLog) droppedStats() (dropped int64, last time.Time, flushFailed bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.dropped, a.lastDrop, a.flushFailed
+}
+
+// nextBatch returns a copy of the oldest buffered events that share an
+// hour (at most auditBatchSize, none numbered end or later), and the number
+// after its last event. It marks the batch as in flight.
+func (a *auditLog) nextBatch(end uint64) ([]auditEvent, uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if end <= a.base || len(a.buf) == 0 {
+		return nil, 0
+	}
+	n := min(len(a.buf), auditBatchSize, int(end-a.base))
+	// A batch stays within one hour so queries find it by hour.
+	hour := a.buf[0].Time.Unix() / 3600
+	for i := 1; i < n; i++ {
+		if a.buf[i].Time.Unix()/3600 != hour {
+			n = i
+			break
+		}
+	}
+	a.inflightEnd = a.base + uint64(n)
+	a.inflightDropped = 0
+	return slices.Clone(a.buf[:n]), a.inflightEnd
+}
+
+// batchDone ends the write of the in-flight batch: a stored batch leaves
+// the buffer (what an append dropped meanwhile was stored, not lost); after
+// a failed write, the batch stays and what was dropped of it is counted.
+func (a *auditLog) batchDone(written uint64, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.inflightEnd = 0
+	a.flushFailed = err != nil
+	if err != nil {
+		a.dropped += a.inflightDropped
+		a.inflightDropped = 0
+		return
+	}
+	a.inflightDropped = 0
+	if k := written - min(written, a.base); k > 0 {
+		clear(a.buf[:k])
+		a.buf = a.buf[k:]
+		a.base += k
+	}
+	if len(a.buf) == 0 {
+		a.buf = nil // let the backing array go
+	}
+}
+
+// flush writes the events buffered when it starts to storage in batches,
+// oldest first, and stops at the first batch that fails (it stays buffered
+// for the next flush).
 func (a *auditLog) flush(ctx context.Context, s logical.Storage) error {
 	a.flushMu.Lock()
 	defer a.flushMu.Unlock()
 	a.mu.Lock()
-	events := a.buf
-	a.buf = nil
+	end := a.base + uint64(len(a.buf))
 	a.mu.Unlock()
-	for len(events) > 0 {
-		n := min(len(events), auditBatchSize)
-		// A batch stays within one hour so queries find it by hour.
-		hour := events[0].Time.Unix() / 3600
-		for i := 1; i < n; i++ {
-			if events[i].Time.Unix()/3600 != hour {
-				n = i
-				break
-			}
+	for {
+		events, written := a.nextBatch(end)
+		if len(events) == 0 {
+			return nil
 		}
-		entry, err := logical.StorageEntryJSON(fmt.Sprintf("%s%010d/%s", auditPrefix, hour, events[0].ID), events[:n])
+		hour := events[0].Time.Unix() / 3600
+		entry, err := logical.StorageEntryJSON(fmt.Sprintf("%s%010d/%s", auditPrefix, hour, events[0].ID), events)
 		if err == nil {
 			err = s.Put(ctx, entry)
 		}
+		a.batchDone(written, err)
 		if err != nil {
-			a.mu.Lock()
-			a.buf = append(events, a.buf...)
-			a.mu.Unlock()
 			return storageError("writing audit events", err)
 		}
-		events = events[n:]
 	}
-	return nil
+}
+
+// auditHealthIssues reports, on this node, that audit events were lost to
+// a full buffer (for auditDropWindow after the last loss) and that the
+// buffer cannot be written to storage (until a flush succeeds).
+func (b *backend) auditHealthIssues(now time.Time) []healthIssue {
+	var issues []healthIssue
+	dropped, last, failing := b.auditLog.droppedStats()
+	if failing {
+		issues = append(issues, healthIssue{Kind: "audit_write_failed",
+			Message: fmt.Sprintf("audit events cannot be written to storage; %d are buffered in memory (at most %d are kept)", b.auditLog.pending(), auditMaxBuffer)})
+	}
+	if dropped > 0 && now.Before(last.Add(auditDropWindow)) {
+		issues = append(issues, healthIssue{Kind: "audit_dropped",
+			Message: fmt.Sprintf("%d audit events were lost since the plugin started (buffer full while storage failed), the last at %s", dropped, last.UTC().Format(time.RFC3339))})
+	}
+	return issues
 }
 
 // engineUser is the user of events the engine causes on its own

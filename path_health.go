@@ -25,7 +25,7 @@ func pathHealth(b *backend) []*framework.Path {
 				logical.ReadOperation: &framework.PathOperation{Callback: b.pathHealthRead},
 			},
 			HelpSynopsis:    "Report the engine's health.",
-			HelpDescription: "status is healthy, degraded (some credential fails to refresh or rotate, is due or overdue for rotation, or fails to mirror) or unhealthy (storage fails). issues names each credential or target with its problem.",
+			HelpDescription: "status is healthy, degraded (some credential fails to refresh or rotate, is due or overdue for rotation, or fails to mirror; audit events cannot be written or were lost in the last 24 hours) or unhealthy (storage fails). issues names each credential or target with its problem.",
 		},
 		{
 			Pattern:      "metrics$",
@@ -34,7 +34,7 @@ func pathHealth(b *backend) []*framework.Path {
 				logical.ReadOperation: &framework.PathOperation{Callback: b.pathMetricsRead},
 			},
 			HelpSynopsis:    "Read the engine's metrics.",
-			HelpDescription: "Credential totals from storage; counters (token reads, cache hits, refreshes, rotations) of this node since the plugin started.",
+			HelpDescription: "Credential totals from storage; counters (token reads, cache hits, refreshes, rotations, audit events dropped) of this node since the plugin started.",
 		},
 		{
 			Pattern:      "metrics/(?P<name>[^/]+)$",
@@ -118,6 +118,7 @@ func (b *backend) pathHealthRead(ctx context.Context, req *logical.Request, _ *f
 		status = healthDegraded
 	}
 	issues = append(issues, b.extraHealthIssues(ctx, req.Storage)...)
+	issues = append(issues, b.auditHealthIssues(now)...)
 	if status == healthHealthy && len(issues) > 0 {
 		status = healthDegraded
 	}
@@ -161,6 +162,7 @@ func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, _ *
 		rate = float64(hits) / float64(hits+misses)
 	}
 	avg, p99 := st.refreshTimes()
+	auditDropped, _, _ := b.auditLog.droppedStats()
 	return &logical.Response{Data: map[string]any{
 		"total_credentials":   total,
 		"credentials_by_type": byType,
@@ -176,6 +178,7 @@ func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, _ *
 		"rotations":           st.rotations.Load(),
 		"rotation_failures":   st.rotationFailures.Load(),
 		"audit_pending":       b.auditLog.pending(),
+		"audit_dropped":       auditDropped,
 	}}, nil
 }
 
