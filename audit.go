@@ -45,16 +45,25 @@ const (
 // auditEvent is one entry of the audit trail. It never holds secret values.
 type auditEvent struct {
 	// ID orders events: the time in nanoseconds, then a sequence number.
-	ID          string    `json:"id"`
-	Time        time.Time `json:"time"`
-	Action      string    `json:"action"`
-	Credential  string    `json:"credential,omitempty"`
-	Version     int       `json:"version,omitempty"`
-	User        string    `json:"user,omitempty"`
-	EntityID    string    `json:"entity_id,omitempty"`
-	ExecutionID string    `json:"execution_id,omitempty"`
-	WorkflowID  string    `json:"workflow_id,omitempty"`
-	Success     bool      `json:"success"`
+	ID         string    `json:"id"`
+	Time       time.Time `json:"time"`
+	Action     string    `json:"action"`
+	Credential string    `json:"credential,omitempty"`
+	Version    int       `json:"version,omitempty"`
+	// Actor is who made the request as Vault authenticated it (the token's
+	// display name), or engineUser for the engine's own work.
+	Actor string `json:"actor,omitempty"`
+	// EntityID is the request's Vault identity entity, if any.
+	EntityID string `json:"entity_id,omitempty"`
+	// UserID is the end user the caller claims to act for (token/<name>
+	// write field user_id). Vault does not verify it.
+	UserID string `json:"user_id,omitempty"`
+	// User is kept for clients of earlier versions: UserID when the caller
+	// gave one, else Actor. Attribute events by Actor and EntityID.
+	User        string `json:"user,omitempty"`
+	ExecutionID string `json:"execution_id,omitempty"`
+	WorkflowID  string `json:"workflow_id,omitempty"`
+	Success     bool   `json:"success"`
 	// Error is the CredentialError message (code prefix first).
 	Error string `json:"error,omitempty"`
 }
@@ -223,10 +232,10 @@ const engineUser = "nebula-engine"
 // may be nil.
 func (b *backend) audit(ctx context.Context, req *logical.Request, ev auditEvent, callerCtx *callerContext) {
 	s := b.storage
-	ev.User = engineUser
+	ev.Actor = engineUser
 	if req != nil {
 		s = req.Storage
-		ev.User, ev.EntityID = req.DisplayName, req.EntityID
+		ev.Actor, ev.EntityID = req.DisplayName, req.EntityID
 	}
 	cfg, err := b.getConfig(ctx, s)
 	if err != nil || !cfg.AuditEnabled {
@@ -234,11 +243,9 @@ func (b *backend) audit(ctx context.Context, req *logical.Request, ev auditEvent
 	}
 	ev.Time = b.now().UTC()
 	if callerCtx != nil {
-		ev.ExecutionID, ev.WorkflowID = callerCtx.ExecutionID, callerCtx.WorkflowID
-		if callerCtx.UserID != "" {
-			ev.User = callerCtx.UserID
-		}
+		ev.ExecutionID, ev.WorkflowID, ev.UserID = callerCtx.ExecutionID, callerCtx.WorkflowID, callerCtx.UserID
 	}
+	ev.User = firstNonEmpty(ev.UserID, ev.Actor)
 	b.auditLog.add(ev)
 	if cfg.AuditSync && s != nil && b.writable() {
 		if err := b.auditLog.flush(ctx, s); err != nil {
@@ -281,11 +288,12 @@ func (b *backend) runAuditFlusher(ctx context.Context, s logical.Storage) {
 	}
 }
 
-// auditFilter selects events of a query.
+// auditFilter selects events of a query. User matches the Vault identity
+// (actor), UserID the caller's claim.
 type auditFilter struct {
-	Credential, Action, User string
-	Since, Until             time.Time // zero: unbounded
-	Limit                    int
+	Credential, Action, User, UserID string
+	Since, Until                     time.Time // zero: unbounded
+	Limit                            int
 	// Cursor continues a query: only events older than this id.
 	Cursor string
 }
@@ -294,13 +302,21 @@ func (f *auditFilter) match(ev *auditEvent) bool {
 	switch {
 	case f.Credential != "" && ev.Credential != f.Credential,
 		f.Action != "" && ev.Action != f.Action,
-		f.User != "" && ev.User != f.User,
+		f.User != "" && ev.actor() != f.User,
+		f.UserID != "" && ev.UserID != f.UserID,
 		!f.Since.IsZero() && ev.Time.Before(f.Since),
 		!f.Until.IsZero() && ev.Time.After(f.Until),
 		f.Cursor != "" && ev.ID >= f.Cursor:
 		return false
 	}
 	return true
+}
+
+// actor is the event's Vault identity. Events stored by earlier versions
+// have no actor field; their user (the display name unless the caller gave
+// a user_id) is the best there is.
+func (ev *auditEvent) actor() string {
+	return firstNonEmpty(ev.Actor, ev.User)
 }
 
 // queryAudit returns matching events newest first, at most f.Limit, and the

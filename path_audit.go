@@ -21,7 +21,8 @@ const maxExportEvents = 50_000
 var auditFilterFields = map[string]*framework.FieldSchema{
 	"credential": {Type: framework.TypeString, Description: "Only events of this credential."},
 	"action":     {Type: framework.TypeString, Description: "Only events of this action (create, update, delete, read_token, refresh, rotate, destroy_version, config, flow_*, batch_*, mirror)."},
-	"user":       {Type: framework.TypeString, Description: "Only events of this user (the caller's user_id, else Vault's display name)."},
+	"user":       {Type: framework.TypeString, Description: "Only events of this Vault identity (actor: the token's display name, or nebula-engine for the engine's own work)."},
+	"user_id":    {Type: framework.TypeString, Description: "Only events whose caller claimed this user_id (token/<name> writes; not verified by Vault)."},
 	"since":      {Type: framework.TypeTime, Description: "Only events at or after this time (RFC 3339)."},
 	"until":      {Type: framework.TypeTime, Description: "Only events at or before this time (RFC 3339)."},
 	"limit":      {Type: framework.TypeInt, Description: fmt.Sprintf("Most events to return (default %d, at most %d).", auditDefaultLimit, auditMaxLimit)},
@@ -44,7 +45,7 @@ func pathAudit(b *backend) []*framework.Path {
 				logical.ReadOperation: &framework.PathOperation{Callback: b.pathAuditRead},
 			},
 			HelpSynopsis:    "Query the engine's audit trail.",
-			HelpDescription: "Returns events newest first, filtered by credential, action, user and time, with a next cursor for paging. Events never hold secret values.",
+			HelpDescription: "Returns events newest first, filtered by credential, action, user (the Vault identity), user_id (the caller's claim) and time, with a next cursor for paging. Each event names the Vault identity (actor, entity_id) apart from the caller's claims (user_id, execution_id, workflow_id). Events never hold secret values.",
 		},
 		{
 			Pattern:      "audit/export$",
@@ -64,6 +65,7 @@ func parseAuditFilter(d *framework.FieldData, maxLimit int) (auditFilter, error)
 		Credential: d.Get("credential").(string),
 		Action:     d.Get("action").(string),
 		User:       d.Get("user").(string),
+		UserID:     d.Get("user_id").(string),
 		Cursor:     d.Get("cursor").(string),
 		Limit:      auditDefaultLimit,
 	}
@@ -160,7 +162,9 @@ func renderJSON(events []auditEvent, _ time.Time) ([]byte, string, error) {
 	return out, "application/json", err
 }
 
-var csvHeader = []string{"id", "time", "action", "credential", "version", "user", "entity_id", "execution_id", "workflow_id", "success", "error"}
+// csvHeader names the CSV columns. Columns added later go at the end so
+// that consumers indexing columns by position keep working.
+var csvHeader = []string{"id", "time", "action", "credential", "version", "user", "entity_id", "execution_id", "workflow_id", "success", "error", "actor", "user_id"}
 
 func (ev *auditEvent) row() []string {
 	version := ""
@@ -168,7 +172,7 @@ func (ev *auditEvent) row() []string {
 		version = strconv.Itoa(ev.Version)
 	}
 	return []string{ev.ID, ev.Time.UTC().Format(time.RFC3339Nano), ev.Action, ev.Credential, version, ev.User,
-		ev.EntityID, ev.ExecutionID, ev.WorkflowID, strconv.FormatBool(ev.Success), ev.Error}
+		ev.EntityID, ev.ExecutionID, ev.WorkflowID, strconv.FormatBool(ev.Success), ev.Error, ev.actor(), ev.UserID}
 }
 
 func renderCSV(events []auditEvent, _ time.Time) ([]byte, string, error) {
@@ -196,8 +200,8 @@ func renderPDF(events []auditEvent, now time.Time) ([]byte, string, error) {
 	pdf.SetFont("Helvetica", "", 9)
 	pdf.Cell(0, 6, fmt.Sprintf("Generated %s, %d events, newest first", now.UTC().Format(time.RFC3339), len(events)))
 	pdf.Ln(8)
-	widths := []float64{44, 24, 40, 12, 40, 36, 12, 69}
-	header := []string{"time", "action", "credential", "ver", "user", "execution", "ok", "error"}
+	widths := []float64{34, 22, 34, 9, 32, 28, 28, 28, 9, 53}
+	header := []string{"time", "action", "credential", "ver", "actor", "entity", "user_id", "execution", "ok", "error"}
 	pdf.SetFont("Helvetica", "B", 8)
 	for i, h := range header {
 		pdf.CellFormat(widths[i], 6, h, "1", 0, "L", false, 0, "")
@@ -210,8 +214,8 @@ func renderPDF(events []auditEvent, now time.Time) ([]byte, string, error) {
 		if ev.Version != 0 {
 			version = strconv.Itoa(ev.Version)
 		}
-		cells := []string{ev.Time.UTC().Format(time.RFC3339), ev.Action, ev.Credential, version, ev.User,
-			ev.ExecutionID, strconv.FormatBool(ev.Success), ev.Error}
+		cells := []string{ev.Time.UTC().Format(time.RFC3339), ev.Action, ev.Credential, version, ev.actor(),
+			ev.EntityID, ev.UserID, ev.ExecutionID, strconv.FormatBool(ev.Success), ev.Error}
 		for j, c := range cells {
 			pdf.CellFormat(widths[j], 5, fitText(pdf, c, widths[j]-1), "1", 0, "L", false, 0, "")
 		}
