@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-pdf/fpdf"
@@ -182,12 +183,31 @@ func renderCSV(events []auditEvent, _ time.Time) ([]byte, string, error) {
 		return nil, "", err
 	}
 	for i := range events {
-		if err := w.Write(events[i].row()); err != nil {
+		row := events[i].row()
+		for j := range row {
+			row[j] = csvText(row[j])
+		}
+		if err := w.Write(row); err != nil {
 			return nil, "", err
 		}
 	}
 	w.Flush()
 	return buf.Bytes(), "text/csv", w.Error()
+}
+
+// csvFormulaStarts are the first characters that make spreadsheets read a
+// cell as a formula (OWASP CSV injection; ASVS 1.2.10 adds NUL).
+const csvFormulaStarts = "=+-@\t\r\x00"
+
+// csvText neutralises a cell that a spreadsheet would run as a formula by
+// prefixing a single quote, which spreadsheets read as "this is text".
+// Every cell is treated so, since callers control several fields
+// (execution_id, workflow_id, user_id, credential names in errors).
+func csvText(cell string) string {
+	if cell != "" && strings.IndexByte(csvFormulaStarts, cell[0]) >= 0 {
+		return "'" + cell
+	}
+	return cell
 }
 
 func renderPDF(events []auditEvent, now time.Time) ([]byte, string, error) {
