@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +26,14 @@ const (
 	auditFlushPeriod  = time.Second
 	auditDefaultLimit = 100
 	auditMaxLimit     = 10_000
+	// auditMaxReads bounds the storage reads (lists and gets) of one audit
+	// query and auditMaxScanned the events it decodes; a query that
+	// reaches a bound answers a next cursor to continue from. Exports have
+	// bounds of their own.
+	auditMaxReads         = 1000
+	auditMaxScanned       = 50_000
+	auditExportMaxReads   = 4000
+	auditExportMaxScanned = 250_000
 	// auditDropWindow is how long health reports lost audit events after
 	// the last loss.
 	auditDropWindow = 24 * time.Hour
@@ -296,6 +305,9 @@ type auditFilter struct {
 	Limit                            int
 	// Cursor continues a query: only events older than this id.
 	Cursor string
+	// MaxReads bounds the storage reads of the query and MaxScanned the
+	// events it decodes; zero means auditMaxReads, auditMaxScanned.
+	MaxReads, MaxScanned int
 }
 
 func (f *auditFilter) match(ev *auditEvent) bool {
@@ -321,55 +333,113 @@ func (ev *auditEvent) actor() string {
 
 // queryAudit returns matching events newest first, at most f.Limit, and the
 // cursor of the next page ("" when there is none).
+//
+// Its cost is bounded whatever the filter: it reads (lists and gets) at most
+// f.MaxReads storage entries and decodes the events of batches until
+// f.MaxScanned are reached, newest hour first (at least one batch per call,
+// so paging always moves on). When the budget ends before the page is full, it answers what it found
+// and a cursor where it stopped, so a filter that matches nothing still
+// answers quickly and the caller continues further back with the cursor.
+// since/until narrow the hours read.
 func queryAudit(ctx context.Context, s logical.Storage, f auditFilter) ([]auditEvent, string, error) {
+	budget, maxScanned := f.MaxReads, f.MaxScanned
+	if budget <= 0 {
+		budget = auditMaxReads
+	}
+	if maxScanned <= 0 {
+		maxScanned = auditMaxScanned
+	}
+	reads, scanned := 1, 0
 	hours, err := s.List(ctx, auditPrefix)
 	if err != nil {
 		return nil, "", storageError("listing audit events", err)
 	}
 	sort.Sort(sort.Reverse(sort.StringSlice(hours)))
+	// pos is where the scan has got to: every event with an id at or after
+	// pos (and before f.Cursor) has been examined.
+	pos := f.Cursor
 	var out []auditEvent
+	page := func(complete bool) ([]auditEvent, string, error) {
+		sort.Slice(out, func(i, j int) bool { return out[i].ID > out[j].ID })
+		switch {
+		case len(out) > f.Limit:
+			return out[:f.Limit], out[f.Limit-1].ID, nil
+		case complete:
+			return out, "", nil
+		}
+		return out, pos, nil
+	}
 	for _, hour := range hours {
 		start, ok := parseHour(hour)
 		if !ok || !f.Until.IsZero() && start.After(f.Until) {
 			continue
 		}
-		if !f.Since.IsZero() && start.Add(time.Hour).Before(f.Since) {
-			break
+		if f.Cursor != "" && auditTimeKey(start) >= f.Cursor {
+			continue // every event of the hour is at or after the cursor
 		}
+		if !f.Since.IsZero() && !start.Add(time.Hour).After(f.Since) {
+			break // the hour ends at or before since
+		}
+		if reads >= budget || scanned >= maxScanned {
+			return page(false)
+		}
+		reads++
 		batches, err := s.List(ctx, auditPrefix+hour)
 		if err != nil {
 			return nil, "", storageError("listing audit events", err)
 		}
 		sort.Sort(sort.Reverse(sort.StringSlice(batches)))
-		var hourEvents []auditEvent
 		for _, batch := range batches {
 			if f.Cursor != "" && batch >= f.Cursor {
 				continue // every event of the batch is at or after the cursor
 			}
+			if reads >= budget || scanned >= maxScanned {
+				return page(false)
+			}
+			reads++
 			entry, err := s.Get(ctx, auditPrefix+hour+batch)
 			if err != nil {
 				return nil, "", storageError("reading audit events", err)
 			}
-			if entry == nil {
-				continue
-			}
-			var events []auditEvent
-			if err := entry.DecodeJSON(&events); err != nil {
-				return nil, "", storageError("decoding audit events", err)
-			}
-			for i := range events {
-				if f.match(&events[i]) {
-					hourEvents = append(hourEvents, events[i])
+			if entry != nil {
+				var events []auditEvent
+				if err := entry.DecodeJSON(&events); err != nil {
+					return nil, "", storageError("decoding audit events", err)
+				}
+				scanned += len(events)
+				for i := range events {
+					if f.match(&events[i]) {
+						out = append(out, events[i])
+					}
 				}
 			}
+			pos = batch
+			if len(out) > f.Limit {
+				return page(false)
+			}
 		}
-		sort.Slice(hourEvents, func(i, j int) bool { return hourEvents[i].ID > hourEvents[j].ID })
-		out = append(out, hourEvents...)
-		if len(out) > f.Limit {
-			return out[:f.Limit], out[f.Limit-1].ID, nil
-		}
+		pos = auditTimeKey(start) // the whole hour is examined
 	}
-	return out, "", nil
+	return page(true)
+}
+
+// auditTimeKey is the cursor before every event at or after t: event ids
+// start with their time in nanoseconds, zero-padded to 19 digits.
+func auditTimeKey(t time.Time) string {
+	return fmt.Sprintf("%019d", t.UnixNano())
+}
+
+// auditCursorTime is the time of a cursor (zero if it has none): the
+// events at or after it were searched.
+func auditCursorTime(cursor string) time.Time {
+	if len(cursor) < 19 {
+		return time.Time{}
+	}
+	ns, err := strconv.ParseInt(cursor[:19], 10, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
 }
 
 func parseHour(bucket string) (time.Time, bool) {

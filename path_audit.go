@@ -27,7 +27,7 @@ var auditFilterFields = map[string]*framework.FieldSchema{
 	"since":      {Type: framework.TypeTime, Description: "Only events at or after this time (RFC 3339)."},
 	"until":      {Type: framework.TypeTime, Description: "Only events at or before this time (RFC 3339)."},
 	"limit":      {Type: framework.TypeInt, Description: fmt.Sprintf("Most events to return (default %d, at most %d).", auditDefaultLimit, auditMaxLimit)},
-	"cursor":     {Type: framework.TypeString, Description: "The next value of a previous answer: continue after it."},
+	"cursor":     {Type: framework.TypeString, Description: "The next value of a previous answer: continue after it. One request reads a bounded part of the trail (newest first); a non-empty next means there may be more, even when events is empty."},
 }
 
 func pathAudit(b *backend) []*framework.Path {
@@ -46,7 +46,7 @@ func pathAudit(b *backend) []*framework.Path {
 				logical.ReadOperation: &framework.PathOperation{Callback: b.pathAuditRead},
 			},
 			HelpSynopsis:    "Query the engine's audit trail.",
-			HelpDescription: "Returns events newest first, filtered by credential, action, user (the Vault identity), user_id (the caller's claim) and time, with a next cursor for paging. Each event names the Vault identity (actor, entity_id) apart from the caller's claims (user_id, execution_id, workflow_id). Events never hold secret values.",
+			HelpDescription: fmt.Sprintf("Returns events newest first, filtered by credential, action, user (the Vault identity), user_id (the caller's claim) and time, with a next cursor for paging. One request reads at most %d storage entries and about %d events of the trail, newest hour first: when it stops before filling the page it answers the events found, next (continue with cursor=next) and searched_back_to (everything newer was searched). since and until narrow the hours read. Each event names the Vault identity (actor, entity_id) apart from the caller's claims (user_id, execution_id, workflow_id). Events never hold secret values.", auditMaxReads, auditMaxScanned),
 		},
 		{
 			Pattern:      "audit/export$",
@@ -56,7 +56,7 @@ func pathAudit(b *backend) []*framework.Path {
 				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathAuditExport},
 			},
 			HelpSynopsis:    "Export the audit trail as JSON, CSV or PDF.",
-			HelpDescription: "Takes the same filter as audit and returns report (base64), content_type and count.",
+			HelpDescription: "Takes the same filter as audit and returns report (base64), content_type, count and next (non-empty when the export stopped at its bound of storage reads; export again with cursor=next for older events).",
 		},
 	}
 }
@@ -111,7 +111,11 @@ func (b *backend) pathAuditRead(ctx context.Context, req *logical.Request, d *fr
 	for i := range events {
 		list = append(list, events[i].data())
 	}
-	return &logical.Response{Data: map[string]any{"events": list, "next": next}}, nil
+	data := map[string]any{"events": list, "next": next}
+	if t := auditCursorTime(next); !t.IsZero() {
+		data["searched_back_to"] = t.Format(time.RFC3339Nano)
+	}
+	return &logical.Response{Data: data}, nil
 }
 
 func (ev *auditEvent) data() map[string]any {
@@ -129,12 +133,13 @@ func (b *backend) pathAuditExport(ctx context.Context, req *logical.Request, d *
 	if _, ok := d.GetOk("limit"); !ok {
 		f.Limit = maxExportEvents
 	}
+	f.MaxReads, f.MaxScanned = auditExportMaxReads, auditExportMaxScanned
 	format := d.Get("format").(string)
 	render, ok := auditRenderers[format]
 	if !ok {
 		return nil, newError(KindInvalidInput, "field \"format\" must be json, csv or pdf")
 	}
-	events, _, err := b.auditQuery(ctx, req, f)
+	events, next, err := b.auditQuery(ctx, req, f)
 	if err != nil {
 		return nil, err
 	}
@@ -146,6 +151,7 @@ func (b *backend) pathAuditExport(ctx context.Context, req *logical.Request, d *
 		"report":       base64.StdEncoding.EncodeToString(report),
 		"content_type": contentType,
 		"count":        len(events),
+		"next":         next,
 	}}, nil
 }
 
