@@ -228,17 +228,22 @@ func TestAuditFlusherRunsFromInitializeAndStopsOnClean(t *testing.T) {
 	require.Len(t, events, 1)
 }
 
-// blockingPuts is storage whose puts wait until released, then fail: a
-// flush that is in progress while requests keep adding events.
+// blockingPuts is storage whose puts wait until released, then fail (or
+// store, with store set): a flush that is in progress while requests keep
+// adding events.
 type blockingPuts struct {
 	logical.Storage
 	entered chan struct{} // receives when a put starts
-	release chan struct{} // a put returns errInjected when this receives
+	release chan struct{} // a put returns when this receives
+	store   bool          // puts store the entry instead of failing
 }
 
-func (s *blockingPuts) Put(context.Context, *logical.StorageEntry) error {
+func (s *blockingPuts) Put(ctx context.Context, e *logical.StorageEntry) error {
 	s.entered <- struct{}{}
 	<-s.release
+	if s.store {
+		return s.Storage.Put(ctx, e)
+	}
 	return errInjected
 }
 
@@ -280,7 +285,7 @@ func TestAuditBufferBoundHoldsWhileStorageFails(t *testing.T) {
 
 	status, issues := healthOf(t, e)
 	require.Equal(t, "degraded", status)
-	require.Contains(t, issues, "audit_dropped")
+	require.ElementsMatch(t, []string{"audit_dropped", "audit_write_failed"}, issues)
 
 	// Storage recovers: everything kept is written; the issue stays a day.
 	require.NoError(t, e.b.auditLog.flush(context.Background(), e.storage))
@@ -293,6 +298,46 @@ func TestAuditBufferBoundHoldsWhileStorageFails(t *testing.T) {
 	require.Empty(t, issues)
 	require.EqualValues(t, appended-auditMaxBuffer, e.mustRequest(t, logical.ReadOperation, "metrics", nil).Data["audit_dropped"],
 		"the counter is monotonic")
+}
+
+// Events an append drops from the batch being written are not lost when
+// that write succeeds, so they are not counted.
+func TestAuditDropsDuringASuccessfulWriteAreNotCounted(t *testing.T) {
+	e := newTestBackend(t)
+	appendEvents := func(n int) {
+		for range n {
+			e.b.auditLog.add(auditEvent{Time: e.clock.Now(), Action: actionReadToken, Credential: "k", Success: true})
+		}
+	}
+	appendEvents(auditMaxBuffer)
+	s := &blockingPuts{Storage: e.storage, entered: make(chan struct{}), release: make(chan struct{}), store: true}
+	done := make(chan error, 1)
+	go func() { done <- e.b.auditLog.flush(context.Background(), s) }()
+	select {
+	case <-s.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the flush did not write")
+	}
+	appendEvents(10) // drops 10 events of the batch being written
+	close(s.release)
+	go func() { // the rest of the flush's batches
+		for range s.entered {
+		}
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the flush did not return")
+	}
+	close(s.entered)
+	dropped, _, failing := e.b.auditLog.droppedStats()
+	require.Zero(t, dropped, "the dropped events were stored")
+	require.False(t, failing)
+	require.Equal(t, 10, e.b.auditLog.pending(), "only the events added after the flush started remain")
+	events, _, err := queryAudit(context.Background(), e.storage, auditFilter{Limit: 1, MaxReads: 1000, MaxScanned: auditMaxBuffer + 1})
+	require.NoError(t, err)
+	require.Len(t, events, 1)
 }
 
 // Item 17: the caller's claims do not replace the Vault identity.
