@@ -335,12 +335,12 @@ func (ev *auditEvent) actor() string {
 // cursor of the next page ("" when there is none).
 //
 // Its cost is bounded whatever the filter: it reads (lists and gets) at most
-// f.MaxReads storage entries and decodes the events of batches until
-// f.MaxScanned are reached, newest hour first (at least one batch per call,
-// so paging always moves on). When the budget ends before the page is full, it answers what it found
-// and a cursor where it stopped, so a filter that matches nothing still
-// answers quickly and the caller continues further back with the cursor.
-// since/until narrow the hours read.
+// f.MaxReads storage entries and decodes batches until f.MaxScanned events
+// are reached, newest hour first (at least one batch or hour per call, so
+// paging always moves on). When the budget ends before the page is full, it
+// answers what it found and a cursor where it stopped, so a filter that
+// matches nothing still answers quickly and the caller continues further
+// back with the cursor. since and until narrow the hours read.
 func queryAudit(ctx context.Context, s logical.Storage, f auditFilter) ([]auditEvent, string, error) {
 	budget, maxScanned := f.MaxReads, f.MaxScanned
 	if budget <= 0 {
