@@ -2,6 +2,7 @@ package nebula
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -220,11 +221,16 @@ func (b *backend) purgeCache() {
 	b.cache.Purge()
 }
 
-// periodicRefresh is the background refresh-ahead task.
+// periodicRefresh is the background refresh-ahead task. It first stores
+// tokens held in memory because storage failed to take them.
 func (b *backend) periodicRefresh(ctx context.Context, s logical.Storage) error {
+	heldErr := b.storeHeldTokens(ctx, s)
 	res, err := b.refreshDue(ctx, s)
 	if err != nil {
-		return err
+		return errors.Join(heldErr, err)
+	}
+	if heldErr != nil {
+		return heldErr
 	}
 	if len(res.Failed) > 0 {
 		return fmt.Errorf("%d of %d due tokens failed to refresh", len(res.Failed), len(res.Failed)+len(res.Refreshed))

@@ -220,6 +220,10 @@ func (b *backend) rotate(ctx context.Context, s logical.Storage, name string, su
 		return nil, err
 	}
 
+	// The retired version's revocations are made after the lock is
+	// released (deferred calls run last first).
+	ctx, revoke := b.deferRevocations(ctx)
+	defer revoke()
 	lock.Lock()
 	defer lock.Unlock()
 	c, err = loadCredential(ctx, s, name)
