@@ -366,3 +366,31 @@ func TestMissingNameReadsLeaveBoundedCacheGenerations(t *testing.T) {
 	}
 	require.LessOrEqual(t, e.b.cacheGenEntries(), nameGenSlots)
 }
+
+// Item 7, rotation path: an oauth2 rotation refreshes with the current
+// version's refresh token; when the new version cannot be staged, the
+// token it obtained (with the refresh token that replaced the consumed one)
+// is kept for the current version instead of being lost.
+func TestFailedRotationKeepsTheIssuedRefreshToken(t *testing.T) {
+	e, srv := newOAuthEnv(t, oauthserver.WithAccessTokenLifetime(time.Hour))
+	id, secret, refresh := obtainRefreshToken(t, srv)
+	e.mustRequest(t, logical.CreateOperation, "creds/user", map[string]any{
+		"type": "oauth2", "grant_type": "refresh_token", "client_id": id, "client_secret": secret,
+		"refresh_token": refresh, "token_url": srv.TokenURL(), "auth_style": "header",
+	})
+	e.mustRequest(t, logical.ReadOperation, "token/user", nil)
+	e.storage.failPutsWith(func(key string) error {
+		if strings.HasPrefix(key, secretPrefix) {
+			return errInjected
+		}
+		return nil
+	})
+	_, err := e.request(t, logical.UpdateOperation, "rotate/user", nil)
+	requireKind(t, err, KindStorage)
+	e.storage.failPutsWith(nil)
+
+	e.mustRequest(t, logical.ReadOperation, "token/user", nil)
+	resp, err := e.request(t, logical.UpdateOperation, "refresh/user", nil)
+	require.NoError(t, err, "the grant survives a rotation that could not be stored")
+	require.Equal(t, 1, resp.Data["version"])
+}

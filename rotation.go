@@ -214,6 +214,12 @@ func (b *backend) rotate(ctx context.Context, s logical.Storage, name string, su
 	}
 	if err := s.Put(ctx, staged); err != nil {
 		b.finishWAL(ctx, s, walID)
+		if next.Token != nil && len(supplied) == 0 {
+			// The token came from the current version's grant, whose
+			// refresh token the provider may have consumed: keep it for the
+			// current version, which stores it on its next read.
+			b.held.put(name, sv.ID, next.Token)
+		}
 		return nil, storageError("storing the new version", err)
 	}
 	if err := b.rotationStep("staged"); err != nil {
