@@ -117,6 +117,9 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		err = newError(KindInvalidInput, "field \"version\" must be current or previous")
 	}
 	ev := auditEvent{Action: actionReadToken, Credential: name}
+	if isReadOnly(err) {
+		return nil, err // forwarded to the active node, which audits the read
+	}
 	if err != nil {
 		b.audit(ctx, req, auditOutcome(ev, err), &caller)
 		return nil, err
@@ -172,6 +175,9 @@ func (b *backend) pathRefreshOne(ctx context.Context, req *logical.Request, d *f
 	t, err := b.loadToken(ctx, req.Storage, cfg, name, true)
 	b.dropCached(name) // the next read loads the new token
 	ev := auditEvent{Action: actionRefresh, Credential: name}
+	if isReadOnly(err) {
+		return nil, err // forwarded to the active node, which audits the refresh
+	}
 	if err != nil {
 		b.audit(ctx, req, auditOutcome(ev, err), nil)
 		return nil, err
