@@ -394,3 +394,18 @@ func TestFailedRotationKeepsTheIssuedRefreshToken(t *testing.T) {
 	require.NoError(t, err, "the grant survives a rotation that could not be stored")
 	require.Equal(t, 1, resp.Data["version"])
 }
+
+func TestIsReadOnly(t *testing.T) {
+	grpc := errors.New("cannot write to readonly storage") // as the gRPC storage client builds it
+	require.True(t, isReadOnly(logical.ErrReadOnly))
+	require.True(t, isReadOnly(grpc))
+	require.True(t, isReadOnly(storageError("writing credential", grpc)))
+	require.True(t, isReadOnly(fmt.Errorf("outer: %w", storageError("x", grpc))))
+	require.True(t, isReadOnly(errors.Join(errInjected, grpc)))
+	require.False(t, isReadOnly(nil))
+	require.False(t, isReadOnly(errInjected))
+	require.False(t, isReadOnly(storageError("x", errInjected)))
+	// Text the engine writes into its own messages (a webhook answer's
+	// field name, say) is not a storage error.
+	require.False(t, isReadOnly(newError(KindRotationFailed, "answer has field %q", "cannot write to readonly storage")))
+}

@@ -175,6 +175,16 @@ func (b *backend) rotate(ctx context.Context, s logical.Storage, name string, su
 		return nil, newError(KindRotationInProgress, "credential %q is being rotated; try again when it finishes", name)
 	}
 	defer b.inRotation.end(name)
+	// The rotation's upstream calls take the name's upstream lock (not the
+	// lock shard other names share) until the new version is committed, so
+	// a token refresh of the same credential neither runs with the refresh
+	// token the rotation is using nor stores a token for the version being
+	// replaced.
+	unlockUpstream, err := b.upstreamLocks.lock(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlockUpstream()
 
 	cfg, err := b.getConfig(ctx, s)
 	if err != nil {
