@@ -72,13 +72,20 @@ type backend struct {
 	// cache holds served tokens by credential name (LRU, bounded by
 	// config's cache_max_size).
 	cache *lru.Cache[string, *servedToken]
-	// cacheGen changes whenever the whole cache is dropped, and nameGens
-	// (credential name -> *atomic.Uint64) when one entry is; a load that
-	// started before a drop does not cache what it read.
+	// cacheGen changes whenever the whole cache is dropped, and one of
+	// nameGens (a fixed array indexed by a hash of the credential name, so
+	// its size does not grow with the names read) when one entry is; a load
+	// that started before a drop does not cache what it read.
 	cacheGen atomic.Uint64
-	nameGens sync.Map
+	nameGens [nameGenSlots]atomic.Uint64
 	// loads makes concurrent cache misses of one name share one load.
 	loads singleflight.Group
+	// upstreamLocks serialise the upstream token requests of one credential
+	// name (and only of that name), so no shard of locks is held across a
+	// network call.
+	upstreamLocks nameLocks
+	// held keeps issued tokens that could not be stored yet (token.go).
+	held heldTokens
 
 	stats engineStats
 
@@ -138,11 +145,51 @@ type vaultBackend struct{ *backend }
 // HandleRequest implements logical.Backend.
 func (v *vaultBackend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
 	resp, err := v.backend.HandleRequest(ctx, req)
+	if isReadOnly(err) || err == nil && resp != nil && resp.IsError() && isReadOnly(resp.Error()) {
+		// A standby (Vault performance standby, OpenBao standby reads)
+		// forwards the request to the active node when the handler's error
+		// is logical.ErrReadOnly; a coded response would end it here.
+		return nil, logical.ErrReadOnly
+	}
 	var ce *CredentialError
 	if err != nil && errors.As(err, &ce) && req.Operation != logical.RollbackOperation {
 		return codedResponse(ce), nil
 	}
 	return resp, err
+}
+
+// isReadOnly reports whether err says that storage is read-only: it is
+// logical.ErrReadOnly, or has a cause whose message holds its text (an
+// external plugin's gRPC storage client rebuilds storage errors with
+// errors.New, which loses the sentinel). Only causes below the engine's own
+// errors are matched, so text in an engine message (which may quote an
+// upstream's field names) never counts.
+func isReadOnly(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, logical.ErrReadOnly) {
+		return true
+	}
+	var causes []error
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		if next := u.Unwrap(); next != nil {
+			causes = []error{next}
+		}
+	case interface{ Unwrap() []error }:
+		causes = u.Unwrap()
+	}
+	if len(causes) == 0 {
+		var ce *CredentialError
+		return !errors.As(err, &ce) && strings.Contains(err.Error(), logical.ErrReadOnly.Error())
+	}
+	for _, cause := range causes {
+		if isReadOnly(cause) {
+			return true
+		}
+	}
+	return false
 }
 
 // codedResponse is a raw HTTP answer carrying a CredentialError.

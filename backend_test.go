@@ -105,6 +105,18 @@ type faultStorage struct {
 	failDelete atomic.Bool
 	puts       atomic.Int64 // successful puts, for tests that count writes
 	gets       atomic.Int64 // gets, for tests that count reads
+	// putErr, when set, decides the error of each put by key (nil: the put
+	// goes ahead).
+	putErr atomic.Pointer[func(key string) error]
+}
+
+// failPutsWith makes puts answer f(key); nil lifts it.
+func (s *faultStorage) failPutsWith(f func(key string) error) {
+	if f == nil {
+		s.putErr.Store(nil)
+		return
+	}
+	s.putErr.Store(&f)
 }
 
 var errInjected = errors.New("injected storage fault")
@@ -117,6 +129,11 @@ func (s *faultStorage) failPutsAfter(n int) {
 }
 
 func (s *faultStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
+	if f := s.putErr.Load(); f != nil {
+		if err := (*f)(e.Key); err != nil {
+			return err
+		}
+	}
 	if s.limitPuts.Load() && s.putsLeft.Add(-1) < 0 {
 		return errInjected
 	}

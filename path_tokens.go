@@ -2,6 +2,7 @@ package nebula
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -116,6 +117,9 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		err = newError(KindInvalidInput, "field \"version\" must be current or previous")
 	}
 	ev := auditEvent{Action: actionReadToken, Credential: name}
+	if isReadOnly(err) {
+		return nil, err // forwarded to the active node, which audits the read
+	}
 	if err != nil {
 		b.audit(ctx, req, auditOutcome(ev, err), &caller)
 		return nil, err
@@ -171,6 +175,9 @@ func (b *backend) pathRefreshOne(ctx context.Context, req *logical.Request, d *f
 	t, err := b.loadToken(ctx, req.Storage, cfg, name, true)
 	b.dropCached(name) // the next read loads the new token
 	ev := auditEvent{Action: actionRefresh, Credential: name}
+	if isReadOnly(err) {
+		return nil, err // forwarded to the active node, which audits the refresh
+	}
 	if err != nil {
 		b.audit(ctx, req, auditOutcome(ev, err), nil)
 		return nil, err
@@ -220,11 +227,16 @@ func (b *backend) purgeCache() {
 	b.cache.Purge()
 }
 
-// periodicRefresh is the background refresh-ahead task.
+// periodicRefresh is the background refresh-ahead task. It first stores
+// tokens held in memory because storage failed to take them.
 func (b *backend) periodicRefresh(ctx context.Context, s logical.Storage) error {
+	heldErr := b.storeHeldTokens(ctx, s)
 	res, err := b.refreshDue(ctx, s)
 	if err != nil {
-		return err
+		return errors.Join(heldErr, err)
+	}
+	if heldErr != nil {
+		return heldErr
 	}
 	if len(res.Failed) > 0 {
 		return fmt.Errorf("%d of %d due tokens failed to refresh", len(res.Failed), len(res.Failed)+len(res.Refreshed))

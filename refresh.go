@@ -186,6 +186,11 @@ func (b *backend) refreshDue(ctx context.Context, s logical.Storage) (*refreshRe
 			break
 		}
 		refreshed, err := b.refreshIfDue(ctx, s, cfg, name)
+		if isReadOnly(err) {
+			// Not the node to refresh on; the active node does.
+			b.requeue(ctx, s, due[i:])
+			return nil, logical.ErrReadOnly
+		}
 		if err != nil && ErrorKind(err) != KindNotFound || refreshed {
 			b.audit(ctx, nil, auditOutcome(auditEvent{Action: actionRefresh, Credential: name}, err), nil)
 		}
@@ -212,27 +217,36 @@ func (b *backend) requeue(ctx context.Context, s logical.Storage, names []string
 	}
 }
 
-// refreshIfDue refreshes one credential when its token is expiring, under
-// its lock, so it never races a token read of the same name. A token that
-// is not due (refreshed by a read since it was queued) is queued again at
-// its expiry.
+// refreshIfDue refreshes one credential when its token is expiring. The
+// upstream request is made without the lock shard held (refresh), so it
+// never blocks other credentials; refresh serialises it with token reads of
+// the same name. A token that is not due (refreshed by a read since it was
+// queued) is queued again at its expiry.
 func (b *backend) refreshIfDue(ctx context.Context, s logical.Storage, cfg *Config, name string) (bool, error) {
 	lock := b.lock(name)
-	lock.Lock()
-	defer lock.Unlock()
+	lock.RLock()
 	c, sv, err := loadCurrent(ctx, s, name)
+	lock.RUnlock()
 	if err != nil {
 		return false, err
 	}
 	if !c.typ().Refreshable || sv.Token == nil {
 		return false, nil
 	}
+	if held := b.held.get(name, c.ID); held != nil {
+		sv.Token = held
+	}
 	if !sv.Token.expiring(b.now(), cfg.RefreshAhead) {
 		b.expiry.update(name, sv.Token.Expiry)
 		return false, nil
 	}
-	if _, err := b.refreshLocked(ctx, s, cfg, c, sv); err != nil {
+	out, err := b.refresh(ctx, s, cfg, name, false)
+	if err != nil {
 		return false, err
+	}
+	if !out.refreshed {
+		b.expiry.update(name, out.token.Expiry)
+		return false, nil
 	}
 	b.dropCached(name)
 	return true, nil

@@ -175,6 +175,16 @@ func (b *backend) rotate(ctx context.Context, s logical.Storage, name string, su
 		return nil, newError(KindRotationInProgress, "credential %q is being rotated; try again when it finishes", name)
 	}
 	defer b.inRotation.end(name)
+	// The rotation's upstream calls take the name's upstream lock (not the
+	// lock shard other names share) until the new version is committed, so
+	// a token refresh of the same credential neither runs with the refresh
+	// token the rotation is using nor stores a token for the version being
+	// replaced.
+	unlockUpstream, err := b.upstreamLocks.lock(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlockUpstream()
 
 	cfg, err := b.getConfig(ctx, s)
 	if err != nil {
@@ -214,12 +224,22 @@ func (b *backend) rotate(ctx context.Context, s logical.Storage, name string, su
 	}
 	if err := s.Put(ctx, staged); err != nil {
 		b.finishWAL(ctx, s, walID)
+		if next.Token != nil && len(supplied) == 0 {
+			// The token came from the current version's grant, whose
+			// refresh token the provider may have consumed: keep it for the
+			// current version, which stores it on its next read.
+			b.held.put(name, sv.ID, next.Token)
+		}
 		return nil, storageError("storing the new version", err)
 	}
 	if err := b.rotationStep("staged"); err != nil {
 		return nil, err
 	}
 
+	// The retired version's revocations are made after the lock is
+	// released (deferred calls run last first).
+	ctx, revoke := b.deferRevocations(ctx)
+	defer revoke()
 	lock.Lock()
 	defer lock.Unlock()
 	c, err = loadCredential(ctx, s, name)
