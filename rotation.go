@@ -482,25 +482,41 @@ func (b *backend) reschedule(ctx context.Context, s logical.Storage, c *credenti
 
 // periodicRotation is the scheduler: it rotates what is due, destroys
 // previous versions whose grace period ended, and retries failures with
-// backoff. Its cost grows with the number due.
+// backoff. Its cost grows with the number due. Each credential gets
+// b.itemBudget, so one whose upstream hangs does not hold up the others;
+// names the run does not get to (its context ended) are due again on the
+// next run.
 func (b *backend) periodicRotation(ctx context.Context, s logical.Storage) error {
-	due, err := b.sched.popDue(ctx, s, b.now())
+	now := b.now()
+	due, err := b.sched.popDue(ctx, s, now)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, name := range due {
+	for i, name := range due {
 		if ctx.Err() != nil {
+			b.sched.putBack(due[i:], now)
+			errs = append(errs, fmt.Errorf("%d due credentials left for the next run: %w", len(due)-i, ctx.Err()))
 			break
 		}
-		errs = append(errs, b.maintain(ctx, s, name))
+		itemCtx, cancel := context.WithTimeout(ctx, b.itemBudget)
+		errs = append(errs, b.maintain(itemCtx, s, name))
+		cancel()
 	}
 	return errors.Join(errs...)
 }
 
-// maintain does one credential's due rotation work.
-func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) error {
+// maintain does one credential's due rotation work. When it fails before
+// the credential is rescheduled (storage, or ctx ended), the name goes back
+// in the schedule queue, due on the next run.
+func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) (err error) {
 	now := b.now()
+	rescheduled := false
+	defer func() {
+		if err != nil && !rescheduled {
+			b.sched.putBack([]string{name}, now)
+		}
+	}()
 	lock := b.lock(name)
 	lock.Lock()
 	c, err := loadCredential(ctx, s, name)
@@ -519,6 +535,7 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 	due := c.rotationDue(now)
 	if !due {
 		b.reschedule(ctx, s, c)
+		rescheduled = true
 	}
 	lock.Unlock()
 	if !due {
@@ -526,6 +543,9 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 	}
 
 	res, rotErr := b.rotate(ctx, s, name, nil)
+	// Record the outcome even when the rotation used up ctx (a hanging
+	// upstream): a failure recorded gets its backoff.
+	ctx = context.WithoutCancel(ctx)
 	ev := auditEvent{Action: actionRotate, Credential: name}
 	if res != nil {
 		ev.Version = res.Version
@@ -548,6 +568,7 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 		return err
 	}
 	b.reschedule(ctx, s, c)
+	rescheduled = true
 	return rotErr
 }
 
