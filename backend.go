@@ -43,12 +43,14 @@ const (
 
 // Budgets of the background work. Vault bounds a whole periodic call
 // (DefaultMaxRequestDuration, 90 s, shared with its WAL rollback, which runs
-// after); each task gets at most periodicTaskBudget of it, and each
-// credential or flow a task works on at most periodicItemBudget, so one
-// hanging upstream cannot starve the other tasks or credentials.
+// after); each task gets at most periodicTaskBudget of it (taskTimeout), and
+// each credential or flow a task works on at most periodicItemBudget (one
+// upstream attempt: upstream.DefaultTimeout, webhookTimeout), so one hanging
+// upstream cannot starve the other tasks, or the other credentials of a
+// task.
 const (
 	periodicTaskBudget = 30 * time.Second
-	periodicItemBudget = 15 * time.Second
+	periodicItemBudget = 10 * time.Second
 )
 
 // periodicTask is one piece of background work run from Vault's periodic
