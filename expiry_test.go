@@ -22,6 +22,8 @@ const hugeExpiresIn = "9300000000"
 type deviceServer struct {
 	*httptest.Server
 	refreshes atomic.Int64
+	codes     atomic.Int64
+	hang      atomic.Value // device code (string) whose polls hang until the caller gives up
 }
 
 func newDeviceServer(tb testing.TB, deviceExpiresIn, tokenExpiresIn string) *deviceServer {
@@ -31,10 +33,14 @@ func newDeviceServer(tb testing.TB, deviceExpiresIn, tokenExpiresIn string) *dev
 		w.Header().Set("Content-Type", "application/json")
 		switch r.URL.Path {
 		case "/device":
-			fmt.Fprintf(w, `{"device_code":"dev-code","user_code":"USER-CODE","verification_uri":"https://idp.example.com/device","expires_in":%s,"interval":%s}`,
-				deviceExpiresIn, hugeExpiresIn)
+			fmt.Fprintf(w, `{"device_code":"dev-code-%d","user_code":"USER-CODE","verification_uri":"https://idp.example.com/device","expires_in":%s,"interval":%s}`,
+				d.codes.Add(1), deviceExpiresIn, hugeExpiresIn)
 		case "/token":
 			_ = r.ParseForm()
+			if hang, _ := d.hang.Load().(string); hang != "" && r.PostForm.Get("device_code") == hang {
+				<-r.Context().Done()
+				return
+			}
 			if r.PostForm.Get("grant_type") == "refresh_token" {
 				d.refreshes.Add(1)
 			}

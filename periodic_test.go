@@ -194,3 +194,36 @@ func TestHangingRotationDoesNotBlockTheOthers(t *testing.T) {
 	read := e.mustRequest(t, logical.ReadOperation, "creds/slow/rotation", nil)
 	require.Equal(t, 1, read.Data["failures"], "the hanging rotation is recorded as failed (with backoff)")
 }
+
+// TestHangingFlowPollDoesNotBlockTheOthers (issue 12 item 11): within the
+// flows task, a device flow whose token endpoint hangs uses up its own
+// budget only; the next flow is polled (and completes) in the same run.
+func TestHangingFlowPollDoesNotBlockTheOthers(t *testing.T) {
+	e := newTestBackend(t)
+	e.b.itemBudget = 300 * time.Millisecond
+	d := newDeviceServer(t, "600", "3600")
+	ids := []string{d.start(t, e, "one")["flow_id"].(string), d.start(t, e, "two")["flow_id"].(string)}
+	listed, err := e.storage.List(context.Background(), flowPrefix)
+	require.NoError(t, err)
+	require.ElementsMatch(t, ids, listed)
+	first, err := loadFlow(context.Background(), e.storage, listed[0]) // the run tends it first
+	require.NoError(t, err)
+	d.hang.Store(first.DeviceCode)
+	e.clock.Advance(defaultDeviceInterval * time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.b.periodicFlows(ctx, ctxStorage{e.storage}) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the flows run did not return")
+	}
+	// Read from storage: a flows/ read would poll itself.
+	for i, want := range []string{flowPending, flowCompleted} {
+		f, err := loadFlow(context.Background(), e.storage, listed[i])
+		require.NoError(t, err)
+		require.Equal(t, want, f.Status, "flow %d (the first one's poll hangs)", i+1)
+	}
+}
