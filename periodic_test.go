@@ -169,8 +169,8 @@ func TestHangingRotationDoesNotBlockTheOthers(t *testing.T) {
 	e.b.itemBudget = 300 * time.Millisecond
 	w := newWebhook(t, e)
 	e.b.webhookTimeout = time.Minute
-	setupWebhookCredential(t, e, w, "slow", map[string]any{"interval": "1h"})
 	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"allowed_hosts": "127.0.0.1"})
+	setupWebhookCredential(t, e, w, "slow", map[string]any{"interval": "1h"})
 	w.mu.Lock()
 	w.block = make(chan struct{})
 	w.mu.Unlock()
