@@ -41,6 +41,18 @@ const (
 	saltKey      = "salt"
 )
 
+// Budgets of the background work. Vault bounds a whole periodic call
+// (DefaultMaxRequestDuration, 90 s, shared with its WAL rollback, which runs
+// after); each task gets at most periodicTaskBudget of it (taskTimeout), and
+// each credential or flow a task works on at most periodicItemBudget (one
+// upstream attempt: upstream.DefaultTimeout, webhookTimeout), so one hanging
+// upstream cannot starve the other tasks, or the other credentials of a
+// task.
+const (
+	periodicTaskBudget = 30 * time.Second
+	periodicItemBudget = 10 * time.Second
+)
+
 // periodicTask is one piece of background work run from Vault's periodic
 // calls on a node that may write.
 type periodicTask struct {
@@ -124,6 +136,12 @@ type backend struct {
 	upstreamBackoff  time.Duration    // first retry wait
 	upstreamRoots    *x509.CertPool   // trusted CAs for upstreams; nil means the system's
 	webhookTimeout   time.Duration    // bound of one rotation webhook call
+
+	// taskBudget bounds each periodic task, itemBudget each credential or
+	// flow a task works on (periodicTaskBudget, periodicItemBudget; tests
+	// shorten them).
+	taskBudget time.Duration
+	itemBudget time.Duration
 }
 
 // Factory creates and sets up the backend; it is the plugin's
@@ -211,6 +229,8 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		upstreamAttempts: upstream.DefaultAttempts,
 		upstreamBackoff:  upstream.DefaultBackoff,
 		webhookTimeout:   webhookTimeout,
+		taskBudget:       periodicTaskBudget,
+		itemBudget:       periodicItemBudget,
 		mirrorFactory:    newTarget,
 		expiry:           timeIndex{prefix: expiryPrefix},
 		sched:            timeIndex{prefix: schedPrefix},
@@ -312,17 +332,33 @@ func (b *backend) writable() bool {
 
 // periodic runs the background tasks. Vault calls it about once a minute on
 // every node; only a writable node acts. A failing task does not stop the
-// others.
+// others, and each runs on its own budget (taskBudget), so one that hangs
+// does not starve the rest.
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if !b.writable() {
 		return nil
 	}
-	for _, task := range b.tasks {
-		if err := task.run(ctx, req.Storage); err != nil {
+	for i, task := range b.tasks {
+		taskCtx, cancel := context.WithTimeout(ctx, b.taskTimeout(ctx, len(b.tasks)-i))
+		err := task.run(taskCtx, req.Storage)
+		cancel()
+		if err != nil {
 			b.logger.Warn("periodic task failed", "task", task.name, "error", err)
 		}
 	}
 	return nil
+}
+
+// taskTimeout is the budget of the next periodic task, with left tasks to
+// run: taskBudget, or less when ctx's deadline is nearer (an equal share of
+// the time that remains, one share kept for the WAL rollback Vault runs
+// after the periodic function).
+func (b *backend) taskTimeout(ctx context.Context, left int) time.Duration {
+	budget := b.taskBudget
+	if deadline, ok := ctx.Deadline(); ok {
+		budget = min(budget, time.Until(deadline)/time.Duration(left+1))
+	}
+	return budget
 }
 
 // invalidate drops in-memory state fed by a storage key that changed on

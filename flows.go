@@ -476,7 +476,9 @@ func (b *backend) pollFlow(ctx context.Context, s logical.Storage, f *flow) erro
 // periodicFlows is the flows' background work, for backend.tasks: it polls
 // pending device flows that are due, marks pending flows past their expiry
 // as expired (dropping their secrets), and deletes ended flows
-// flowRetention after they ended, with their state index entries.
+// flowRetention after they ended, with their state index entries. Each flow
+// gets b.itemBudget, so one whose token endpoint hangs does not hold up the
+// others.
 func (b *backend) periodicFlows(ctx context.Context, s logical.Storage) error {
 	ids, err := s.List(ctx, flowPrefix)
 	if err != nil {
@@ -487,7 +489,10 @@ func (b *backend) periodicFlows(ctx context.Context, s logical.Storage) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err := b.tendFlow(ctx, s, id); err != nil {
+		itemCtx, cancel := context.WithTimeout(ctx, b.itemBudget)
+		err := b.tendFlow(itemCtx, s, id)
+		cancel()
+		if err != nil {
 			errs = append(errs, fmt.Errorf("flow %s: %w", id, err))
 		}
 	}

@@ -113,7 +113,7 @@ func (b *backend) exchangeCode(ctx context.Context, s logical.Storage, cfg *Conf
 func (b *backend) startDevice(ctx context.Context, cfg *Config, ep oauthEndpoints, v types.Values) (*oauth2.DeviceAuthResponse, error) {
 	ctx, cancel := b.upstreamContext(ctx, cfg)
 	defer cancel()
-	da, err := ep.oauth2Config(v, "").DeviceAuth(ctx)
+	da, err := requestDeviceAuth(ctx, ep.oauth2Config(v, ""))
 	if err == nil {
 		err = checkDeviceAnswer(da)
 	}
@@ -222,7 +222,7 @@ func readDeviceAnswer(resp *http.Response) (*oauth2.Token, error) {
 		ee.Reason = "answered without an access token"
 		return nil, ee
 	}
-	expiresIn, _ := ans.ExpiresIn.Int64()
+	expiresIn := cappedSeconds(ans.ExpiresIn.String())
 	return &oauth2.Token{AccessToken: ans.AccessToken, TokenType: ans.TokenType, RefreshToken: ans.RefreshToken, ExpiresIn: expiresIn}, nil
 }
 

@@ -149,6 +149,21 @@ func (x *timeIndex) popDue(ctx context.Context, s logical.Storage, horizon time.
 	return due, nil
 }
 
+// putBack returns names popDue removed, whose work was not done (the run
+// ran out of time, or storage failed), to the queue at at, keeping an
+// earlier entry, so the next run finds them due. An unloaded queue needs
+// nothing: popping left their storage entries in place.
+func (x *timeIndex) putBack(names []string, at time.Time) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if !x.loaded {
+		return
+	}
+	for _, name := range names {
+		setPriority(x.q, name, at.Unix()/60, true)
+	}
+}
+
 // indexExpiry moves a credential's expiry index entry from the previous
 // token's expiry to the next one's (either may be nil).
 func (b *backend) indexExpiry(ctx context.Context, s logical.Storage, name string, previous, next *issuedToken) {

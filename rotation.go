@@ -158,6 +158,13 @@ func (r *rotating) end(name string) {
 	r.mu.Unlock()
 }
 
+// running reports whether a rotation of name is in progress on this node.
+func (r *rotating) running(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.names[name]
+}
+
 // rotateResult is what rotate/<name> answers.
 type rotateResult struct {
 	ID         string
@@ -331,8 +338,13 @@ func (b *backend) afterNewVersion(ctx context.Context, s logical.Storage, c *cre
 
 // destroyVersion revokes a retired version's tokens at the provider (oauth2,
 // where a revocation endpoint exists) and deletes it. Failures are logged:
-// the version is no longer served either way.
+// the version is no longer served either way. A version the stored
+// credential still serves is left alone. The caller holds the credential's
+// write lock.
 func (b *backend) destroyVersion(ctx context.Context, s logical.Storage, c *credential, id string) {
+	if b.stillServed(ctx, s, c.Name, id) {
+		return
+	}
 	sv, err := loadSecret(ctx, s, c.Name, id)
 	if err != nil {
 		return // already gone
@@ -345,10 +357,37 @@ func (b *backend) destroyVersion(ctx context.Context, s logical.Storage, c *cred
 	b.audit(ctx, nil, auditEvent{Action: actionDestroyVersion, Credential: c.Name, Version: sv.Version, Success: true}, nil)
 }
 
+// deleteVersion deletes a secret version, unless the stored credential
+// still serves it (a rotation or rollback working from a stale view must
+// never delete the current version). The caller holds the credential's
+// write lock.
 func (b *backend) deleteVersion(ctx context.Context, s logical.Storage, name, id string) {
+	if b.stillServed(ctx, s, name, id) {
+		return
+	}
 	if err := s.Delete(ctx, secretKey(name, id)); err != nil {
 		b.logger.Warn("could not delete a retired secret version", "credential", name, "error", err)
 	}
+}
+
+// stillServed reports whether the stored credential serves version id: it
+// is the current version, or the previous one within its grace period. When
+// the credential cannot be read it answers true (nothing is deleted). The
+// caller holds the credential's write lock.
+func (b *backend) stillServed(ctx context.Context, s logical.Storage, name, id string) bool {
+	c, err := loadCredential(ctx, s, name)
+	if err != nil {
+		b.logger.Warn("not deleting a secret version: the credential could not be read", "credential", name, "error", err)
+		return true
+	}
+	if c == nil {
+		return false
+	}
+	if c.ID == id || c.Previous != nil && c.Previous.ID == id && b.now().Before(c.Previous.GraceUntil) {
+		b.logger.Warn("not deleting a secret version that is still served", "credential", name, "version_id", id)
+		return true
+	}
+	return false
 }
 
 func (b *backend) putMeta(ctx context.Context, s logical.Storage, c *credential) error {
@@ -436,7 +475,9 @@ func (b *backend) newVersion(ctx context.Context, s logical.Storage, cfg *Config
 // crash, or a failure after its WAL entry). A staged new version whose
 // credential is still at the version the rotation started from is made
 // current (the new secret may already be in force upstream); a committed one
-// gets its clean-up; anything else is an orphan and is deleted.
+// gets its clean-up; anything else is an orphan and is deleted (unless it is
+// still served). A rotation of the credential still running on this node is
+// left alone: the rollback fails and Vault retries it later.
 func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind string, data any) error {
 	if kind != walKindRotate {
 		return nil
@@ -453,6 +494,11 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 	lock := b.lock(w.Name)
 	lock.Lock()
 	defer lock.Unlock()
+	if b.inRotation.running(w.Name) {
+		// Maybe this very rotation, slower than WALRollbackMinAge: finishing
+		// it here would race its commit. Vault keeps the entry and retries.
+		return newError(KindRotationInProgress, "credential %q is being rotated; its WAL entry is left for a later rollback", w.Name)
+	}
 	c, err := loadCredential(ctx, s, w.Name)
 	if err != nil {
 		return err
@@ -502,25 +548,41 @@ func (b *backend) reschedule(ctx context.Context, s logical.Storage, c *credenti
 
 // periodicRotation is the scheduler: it rotates what is due, destroys
 // previous versions whose grace period ended, and retries failures with
-// backoff. Its cost grows with the number due.
+// backoff. Its cost grows with the number due. Each credential gets
+// b.itemBudget, so one whose upstream hangs does not hold up the others;
+// names the run does not get to (its context ended) are due again on the
+// next run.
 func (b *backend) periodicRotation(ctx context.Context, s logical.Storage) error {
-	due, err := b.sched.popDue(ctx, s, b.now())
+	now := b.now()
+	due, err := b.sched.popDue(ctx, s, now)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, name := range due {
+	for i, name := range due {
 		if ctx.Err() != nil {
+			b.sched.putBack(due[i:], now)
+			errs = append(errs, fmt.Errorf("%d due credentials left for the next run: %w", len(due)-i, ctx.Err()))
 			break
 		}
-		errs = append(errs, b.maintain(ctx, s, name))
+		itemCtx, cancel := context.WithTimeout(ctx, b.itemBudget)
+		errs = append(errs, b.maintain(itemCtx, s, name))
+		cancel()
 	}
 	return errors.Join(errs...)
 }
 
-// maintain does one credential's due rotation work.
-func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) error {
+// maintain does one credential's due rotation work. When it fails before
+// the credential is rescheduled (storage, or ctx ended), the name goes back
+// in the schedule queue, due on the next run.
+func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) (err error) {
 	now := b.now()
+	rescheduled := false
+	defer func() {
+		if err != nil && !rescheduled {
+			b.sched.putBack([]string{name}, now)
+		}
+	}()
 	lock := b.lock(name)
 	lock.Lock()
 	c, err := loadCredential(ctx, s, name)
@@ -539,6 +601,7 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 	due := c.rotationDue(now)
 	if !due {
 		b.reschedule(ctx, s, c)
+		rescheduled = true
 	}
 	lock.Unlock()
 	if !due {
@@ -546,6 +609,9 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 	}
 
 	res, rotErr := b.rotate(ctx, s, name, nil)
+	// Record the outcome even when the rotation used up ctx (a hanging
+	// upstream): a failure recorded gets its backoff.
+	ctx = context.WithoutCancel(ctx)
 	ev := auditEvent{Action: actionRotate, Credential: name}
 	if res != nil {
 		ev.Version = res.Version
@@ -568,6 +634,7 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 		return err
 	}
 	b.reschedule(ctx, s, c)
+	rescheduled = true
 	return rotErr
 }
 

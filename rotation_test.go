@@ -470,3 +470,92 @@ func TestRotationStaysScheduledAcrossEarlyPops(t *testing.T) {
 	}
 	require.Len(t, seen, 6, "a new secret every minute")
 }
+
+// rollback runs Vault's rollback operation (periodic work, then the WAL
+// entries regardless of age) and returns its error, if any.
+func (e *testEnv) rollback(tb testing.TB) error {
+	tb.Helper()
+	resp, err := e.b.HandleRequest(context.Background(), &logical.Request{
+		Operation: logical.RollbackOperation, Storage: e.storage, Data: map[string]any{"immediate": true},
+	})
+	if err == nil && resp != nil && resp.IsError() {
+		err = resp.Error()
+	}
+	return err
+}
+
+// TestRollbackLeavesAnInFlightRotationAlone (issue 12 item 12): Vault's WAL
+// rollback of a rotation still running in this process (slower than
+// WALRollbackMinAge) must not finish it underneath the rotation, which
+// would then delete the version that just became current.
+func TestRollbackLeavesAnInFlightRotationAlone(t *testing.T) {
+	e := newTestBackend(t)
+	e.mustRequest(t, logical.CreateOperation, "creds/k", validCreds["api_key"])
+	paused, resume := make(chan struct{}), make(chan struct{})
+	e.b.rotationHook = func(step string) error {
+		if step == "staged" {
+			close(paused)
+			<-resume
+		}
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.request(t, logical.UpdateOperation, "rotate/k", map[string]any{"api_key": "new-key"})
+		done <- err
+	}()
+	select {
+	case <-paused:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the rotation did not reach its staged step")
+	}
+	require.Len(t, e.walEntries(t), 1)
+	err := e.rollback(t)
+	require.ErrorContains(t, err, "rotation_in_progress", "the rollback is refused, so Vault retries it later")
+	require.Len(t, e.walEntries(t), 1, "the WAL entry stays for a later rollback")
+	close(resume)
+	require.NoError(t, <-done)
+
+	read := e.mustRequest(t, logical.ReadOperation, "creds/k", nil)
+	require.Equal(t, 2, read.Data["version"])
+	require.Equal(t, "new-key", e.tokenOf(t, "k"))
+	require.Equal(t, []string{read.Data["id"].(string)}, e.versionsOf(t, "k"))
+	require.Empty(t, e.walEntries(t), "the rotation finished its WAL entry")
+	require.NoError(t, e.rollback(t))
+	require.Equal(t, "new-key", e.tokenOf(t, "k"))
+}
+
+// TestRollbackKeepsServedVersions (issue 12 item 12): a late rollback of a
+// rotation whose staged version is still served (current, or previous in
+// its grace period) deletes nothing that is served.
+func TestRollbackKeepsServedVersions(t *testing.T) {
+	e := newTestBackend(t)
+	e.mustRequest(t, logical.CreateOperation, "creds/k", validCreds["api_key"])
+	e.mustRequest(t, logical.UpdateOperation, "creds/k/rotation", map[string]any{"strategy": "blue_green", "grace_period": "30m"})
+	// A rotation interrupted after its commit leaves its WAL entry behind.
+	e.b.rotationHook = func(step string) error {
+		if step == "committed" {
+			return fmt.Errorf("crash after %s", step)
+		}
+		return nil
+	}
+	_, err := e.request(t, logical.UpdateOperation, "rotate/k", map[string]any{"api_key": "green"})
+	require.ErrorContains(t, err, "crash after committed")
+	e.b.rotationHook = nil
+	// Its version is current; a direct delete of it is refused.
+	current := e.mustRequest(t, logical.ReadOperation, "creds/k", nil).Data["id"].(string)
+	lock := e.b.lock("k")
+	lock.Lock()
+	e.b.deleteVersion(context.Background(), e.storage, "k", current)
+	lock.Unlock()
+	require.Equal(t, "green", e.tokenOf(t, "k"), "the current version is not deleted")
+
+	// The next rotation makes it the previous version, served for its grace.
+	e.mustRequest(t, logical.UpdateOperation, "rotate/k", map[string]any{"api_key": "blue"})
+	require.NoError(t, e.rollback(t))
+	require.Empty(t, e.walEntries(t))
+	require.Equal(t, "blue", e.tokenOf(t, "k"))
+	prev := e.mustRequest(t, logical.ReadOperation, "token/k", map[string]any{"version": "previous"})
+	require.Equal(t, "green", prev.Data["access_token"], "the rollback kept the served previous version")
+	require.Len(t, e.versionsOf(t, "k"), 2)
+}

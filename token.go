@@ -669,9 +669,9 @@ func (b *backend) issuedFrom(cfg *Config, tok *oauth2.Token) *issuedToken {
 		RefreshToken: tok.RefreshToken,
 		IssuedAt:     now,
 	}
-	switch {
-	case tok.ExpiresIn > 0:
-		issued.Expiry = now.Add(time.Duration(tok.ExpiresIn) * time.Second)
+	switch secs := tokenExpiresIn(tok); {
+	case secs > 0:
+		issued.Expiry = now.Add(time.Duration(secs) * time.Second)
 	case !tok.Expiry.IsZero():
 		issued.Expiry = now.Add(time.Until(tok.Expiry))
 	default:
