@@ -100,9 +100,9 @@ func TestScheduledRotationSurvivesStorageReadFailure(t *testing.T) {
 	require.NotEqual(t, first, e.tokenOf(t, "g"), "rotated by the run after storage recovered")
 }
 
-// hangingTokenServer answers its first token request and hangs on the
+// hangAfterFirstTokenServer answers its first token request and hangs on the
 // others until the caller gives up.
-func hangingTokenServer(tb testing.TB) (*httptest.Server, *atomic.Int64) {
+func hangAfterFirstTokenServer(tb testing.TB) (*httptest.Server, *atomic.Int64) {
 	tb.Helper()
 	var requests atomic.Int64
 	release := make(chan struct{})
@@ -130,7 +130,7 @@ func TestHangingRefreshDoesNotStarveOtherTasks(t *testing.T) {
 	e.b.taskBudget = 300 * time.Millisecond
 	e.b.itemBudget = 300 * time.Millisecond
 	e.b.upstreamBackoff = time.Millisecond
-	srv, requests := hangingTokenServer(t)
+	srv, requests := hangAfterFirstTokenServer(t)
 	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"insecure_http_hosts": "127.0.0.1", "audit_retention": "24h"})
 	e.mustRequest(t, logical.CreateOperation, "creds/slow", map[string]any{
 		"type": "oauth2", "client_id": "c", "client_secret": "s", "token_url": srv.URL + "/token", "auth_style": "header"})
