@@ -5,13 +5,17 @@ import (
 	"crypto/subtle"
 	"errors"
 	"maps"
+	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+
+	"github.com/nebula-credential/nebula-credential/internal/upstream"
 )
 
 // Tags the Azure target sets on every secret version it writes.
@@ -63,6 +67,11 @@ func NewAzure(cfg AzureConfig, cred azcore.TokenCredential, opts *azsecrets.Clie
 	if opts == nil {
 		opts = &azsecrets.ClientOptions{}
 	}
+	if opts.Transport != nil {
+		o := *opts
+		o.Transport = finalRefusals{next: opts.Transport}
+		opts = &o
+	}
 	if cred == nil {
 		var err error
 		if cred, err = azureCredential(cfg, opts.ClientOptions); err != nil {
@@ -91,10 +100,37 @@ func azureCredential(cfg AzureConfig, clientOpts azcore.ClientOptions) (azcore.T
 		return azidentity.NewClientSecretCredential(cfg.TenantID, cfg.ClientID, cfg.ClientSecret,
 			&azidentity.ClientSecretCredentialOptions{ClientOptions: clientOpts, DisableInstanceDiscovery: disableDiscovery})
 	}
+	// The default chain's sources (environment, workload identity, managed
+	// identity at the instance metadata or Arc endpoint on a link-local or
+	// loopback address, Azure CLI) are set by the host's environment, not
+	// by any engine input: they use the SDK's own transport.
+	clientOpts.Transport = nil
 	return azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{
 		ClientOptions: clientOpts, DisableInstanceDiscovery: disableDiscovery, TenantID: cfg.TenantID,
 	})
 }
+
+// finalRefusals makes the SDK's retry policy give up at once on requests
+// the engine's host policy refused: no retry can succeed before the
+// configuration changes.
+type finalRefusals struct{ next policy.Transporter }
+
+// Do sends req through the wrapped transport.
+func (t finalRefusals) Do(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.Do(req)
+	var refused *upstream.Error
+	if err != nil && errors.As(err, &refused) && refused.Permanent {
+		return nil, nonRetriable{err}
+	}
+	return resp, err
+}
+
+// nonRetriable marks an error as not worth retrying for azcore
+// (errorinfo.NonRetriable).
+type nonRetriable struct{ error }
+
+func (nonRetriable) NonRetriable()   {}
+func (e nonRetriable) Unwrap() error { return e.error }
 
 // customAuthority reports whether c names an Entra authority other than the
 // well-known clouds' (Azure Stack, a test server), where instance discovery
