@@ -51,9 +51,14 @@ type azureTarget struct {
 //
 // cred authenticates requests; nil means a client secret credential from
 // cfg.TenantID, cfg.ClientID and cfg.ClientSecret or, when those are empty,
-// azidentity's DefaultAzureCredential. The credential shares opts' transport,
-// retry and cloud settings; with an authority host outside the public,
-// government and China clouds it skips Entra instance discovery.
+// azidentity's DefaultAzureCredential. The credential shares opts' retry and
+// cloud settings, and the client secret credential also opts' transport (the
+// default chain's sources come from the host's environment and use the SDK's
+// transport); with an authority host outside the public, government and China
+// clouds it skips Entra instance discovery.
+//
+// A request that opts.Transport refuses with a permanent *upstream.Error (the
+// engine's host policy) is not retried and fails with kind KindPolicy.
 //
 // opts may be nil. Tests against a vault outside vault.azure.net set
 // opts.DisableChallengeResourceVerification.

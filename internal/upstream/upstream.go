@@ -1,7 +1,10 @@
 // Package upstream obtains OAuth2 tokens from authorization servers through
 // golang.org/x/oauth2, with the engine's network policy: allowed hosts,
-// https unless a host is listed for plain http, no redirects to other hosts,
-// timeouts, and bounded retries with backoff for transient failures.
+// https unless a host is listed for plain http, no connection to loopback,
+// link-local, private or unspecified addresses of hosts that are not listed
+// (checked on the resolved address when connecting), no redirects to other
+// hosts, timeouts, and bounded retries with backoff for transient failures.
+// Every outbound call of the engine uses the transport of NewTransport.
 //
 // Errors never carry upstream response bodies: a *Error holds the status
 // code and the OAuth2 error code (RFC 6749 section 5.2) only.
