@@ -182,15 +182,15 @@ func refusal(addr string, r *refusedAddress, allowPrivate bool) string {
 	if err != nil {
 		host = addr
 	}
-	what := fmt.Sprintf("host %s", host)
+	what := fmt.Sprintf("%s is %s address", host, withArticle(r.class))
 	if r.addr.IsValid() && r.addr.String() != host {
-		what += fmt.Sprintf(" resolves to %s, which", r.addr)
+		what = fmt.Sprintf("host %s resolves to %s, %s address", host, r.addr, withArticle(r.class))
 	}
 	allow := "list the host in allowed_hosts (https) or insecure_http_hosts (http) to allow it"
 	if r.class == RangePrivate && !allowPrivate {
 		allow += ", or set allow_private_networks"
 	}
-	return fmt.Sprintf("connection refused by the host policy: %s is %s address; %s", what, withArticle(r.class), allow)
+	return "the host policy refused the connection: " + what + "; " + allow
 }
 
 // NewTransport returns the transport of every outbound call: it refuses

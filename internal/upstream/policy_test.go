@@ -72,10 +72,10 @@ func TestUnlistedLoopbackIsNotDialled(t *testing.T) {
 
 func TestPrivateAddressRefusalNamesTheOptIn(t *testing.T) {
 	msg := refusal("idp.corp:443", &refusedAddress{addr: netip.MustParseAddr("10.1.2.3"), class: RangePrivate}, false)
-	require.Equal(t, "connection refused by the host policy: host idp.corp resolves to 10.1.2.3, which is a private address; "+
+	require.Equal(t, "the host policy refused the connection: host idp.corp resolves to 10.1.2.3, a private address; "+
 		"list the host in allowed_hosts (https) or insecure_http_hosts (http) to allow it, or set allow_private_networks", msg)
 	msg = refusal("0.0.0.0:443", &refusedAddress{addr: netip.MustParseAddr("0.0.0.0"), class: RangeUnspecified}, true)
-	require.Contains(t, msg, "host 0.0.0.0 is an unspecified address; list the host")
+	require.Contains(t, msg, "connection: 0.0.0.0 is an unspecified address; list the host")
 	require.NotContains(t, msg, "allow_private_networks")
 }
 
