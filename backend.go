@@ -24,7 +24,6 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/nebula-credential/nebula-credential/internal/upstream"
-	"github.com/nebula-credential/nebula-credential/mirror"
 )
 
 // Version is the plugin's version, reported to Vault as RunningVersion. The
@@ -117,7 +116,7 @@ type backend struct {
 	mirrors mirrorSet
 	// mirrorFactory builds a target from its config (tests reach loopback
 	// servers through it).
-	mirrorFactory func(name string, cfg *targetConfig) (mirror.Target, error)
+	mirrorFactory targetFactory
 
 	// expiry orders refreshable tokens by expiry for refresh-ahead.
 	expiry timeIndex

@@ -24,11 +24,18 @@ type Config struct {
 	// leaves the cache then and background refresh renews it.
 	RefreshAhead time.Duration `json:"refresh_ahead"`
 	// AllowedHosts lists the upstream hosts credentials may call; empty
-	// means any https host.
+	// means any https host. A host listed by name or address (not by a "*."
+	// pattern) may resolve to any address, loopback and private included.
 	AllowedHosts []string `json:"allowed_hosts"`
 	// InsecureHTTPHosts lists hosts that may be called over plain http
 	// (development and tests on loopback). Entries are host or host:port.
+	// Like AllowedHosts' entries they may resolve to any address.
 	InsecureHTTPHosts []string `json:"insecure_http_hosts"`
+	// AllowPrivateNetworks lets hosts that are not listed resolve to private
+	// addresses (RFC 1918, 100.64.0.0/10, fc00::/7), for identity providers
+	// inside the network. Loopback, link-local and unspecified addresses stay
+	// refused unless the host is listed.
+	AllowPrivateNetworks bool `json:"allow_private_networks"`
 	// AuditEnabled turns the engine's audit trail on.
 	AuditEnabled bool `json:"audit_enabled"`
 	// AuditRetention is how long audit events are kept.
@@ -125,6 +132,39 @@ func (c *Config) HostAllowed(scheme, hostport string) bool {
 	}
 	return false
 }
+
+// HostListed reports whether a host (host or host:port) is listed by name
+// or address in AllowedHosts or InsecureHTTPHosts; "*." patterns do not
+// count. Listed hosts are exempt from the address check of outbound
+// connections (upstream.Policy).
+func (c *Config) HostListed(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	exact := func(entries []string, name string) bool {
+		for _, e := range entries {
+			if !strings.HasPrefix(e, "*.") && sameHost(e, name) {
+				return true
+			}
+		}
+		return false
+	}
+	return exact(c.AllowedHosts, host) || exact(c.InsecureHTTPHosts, host) || exact(c.InsecureHTTPHosts, hostport)
+}
+
+// sameHost compares host names case-insensitively and IP addresses by
+// value (so "::1" matches "0:0::1").
+func sameHost(a, b string) bool {
+	if strings.EqualFold(a, b) {
+		return true
+	}
+	ipA, ipB := net.ParseIP(a), net.ParseIP(b)
+	return ipA != nil && ipB != nil && ipA.Equal(ipB)
+}
+
+// PrivateNetworksAllowed reports AllowPrivateNetworks (upstream.Policy).
+func (c *Config) PrivateNetworksAllowed() bool { return c.AllowPrivateNetworks }
 
 func matchHost(patterns []string, host string) bool {
 	host = strings.ToLower(host)

@@ -20,8 +20,9 @@ func pathConfig(b *backend) *framework.Path {
 			"cache_ttl":              {Type: framework.TypeDurationSecond, Description: "Longest time a token stays cached.", Default: "5m"},
 			"cache_max_size":         {Type: framework.TypeInt, Description: "Most tokens kept in the cache (LRU).", Default: 10000},
 			"refresh_ahead":          {Type: framework.TypeDurationSecond, Description: "How long before expiry a token is refreshed.", Default: "1m"},
-			"allowed_hosts":          {Type: framework.TypeCommaStringSlice, Description: "Upstream hosts credentials may call (https); empty means any. A leading '*.' matches subdomains."},
-			"insecure_http_hosts":    {Type: framework.TypeCommaStringSlice, Description: "Hosts (or host:port) that may be called over plain http, for development on loopback."},
+			"allowed_hosts":          {Type: framework.TypeCommaStringSlice, Description: "Upstream hosts credentials may call (https); empty means any public host. A leading '*.' matches subdomains. A host listed by name or address may resolve to loopback, link-local and private addresses."},
+			"insecure_http_hosts":    {Type: framework.TypeCommaStringSlice, Description: "Hosts (or host:port) that may be called over plain http, for development on loopback. Listed hosts may resolve to any address."},
+			"allow_private_networks": {Type: framework.TypeBool, Description: "Let hosts that are not listed resolve to private addresses (RFC 1918, 100.64.0.0/10, fc00::/7), for identity providers inside the network. Loopback, link-local and unspecified addresses stay refused unless listed.", Default: false},
 			"audit_enabled":          {Type: framework.TypeBool, Description: "Keep the engine's audit trail.", Default: true},
 			"audit_retention":        {Type: framework.TypeDurationSecond, Description: "How long audit events are kept.", Default: "720h"},
 			"audit_sync":             {Type: framework.TypeBool, Description: "Write audit events on the request path instead of in batches."},
@@ -63,6 +64,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if v, ok := d.GetOk("insecure_http_hosts"); ok {
 		c.InsecureHTTPHosts = v.([]string)
 	}
+	if v, ok := d.GetOk("allow_private_networks"); ok {
+		c.AllowPrivateNetworks = v.(bool)
+	}
 	if v, ok := d.GetOk("audit_enabled"); ok {
 		c.AuditEnabled = v.(bool)
 	}
@@ -98,6 +102,7 @@ func (c *Config) responseData() map[string]any {
 		"refresh_ahead":          int64(c.RefreshAhead.Seconds()),
 		"allowed_hosts":          nonNil(c.AllowedHosts),
 		"insecure_http_hosts":    nonNil(c.InsecureHTTPHosts),
+		"allow_private_networks": c.AllowPrivateNetworks,
 		"audit_enabled":          c.AuditEnabled,
 		"audit_retention":        int64(c.AuditRetention.Seconds()),
 		"audit_sync":             c.AuditSync,

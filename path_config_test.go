@@ -2,6 +2,7 @@ package nebula
 
 import (
 	"context"
+	"net/http"
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -17,6 +18,51 @@ func TestConfigDefaults(t *testing.T) {
 	require.EqualValues(t, 10000, resp.Data["cache_max_size"])
 	require.EqualValues(t, 3600, resp.Data["default_token_lifetime"])
 	require.Equal(t, []string{}, resp.Data["allowed_hosts"])
+	require.Equal(t, false, resp.Data["allow_private_networks"])
+}
+
+func TestConfigAllowPrivateNetworks(t *testing.T) {
+	e := newTestBackend(t)
+	e.b.upstreamBackoff = 0
+	srv := newCountingTLSServer(t, e, http.HandlerFunc(tokenHandler))
+	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"allow_private_networks": true})
+	e.b.invalidate(context.Background(), configKey)
+	resp := e.mustRequest(t, logical.ReadOperation, "config", nil)
+	require.Equal(t, true, resp.Data["allow_private_networks"])
+
+	// Private networks do not include loopback.
+	e.mustRequest(t, logical.CreateOperation, "creds/lo", map[string]any{
+		"type": "oauth2", "client_id": "c", "client_secret": "s", "token_url": srv.URL + "/token"})
+	_, err := e.request(t, logical.ReadOperation, "token/lo", nil)
+	requireKind(t, err, KindRefreshFailed, "loopback")
+	require.Zero(t, srv.accepted.Load())
+
+	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"allow_private_networks": false})
+	require.Equal(t, false, e.mustRequest(t, logical.ReadOperation, "config", nil).Data["allow_private_networks"])
+}
+
+func TestConfigHostListed(t *testing.T) {
+	c := &Config{
+		AllowedHosts:      []string{"idp.example.com", "*.corp.example", "10.0.0.5", "::1"},
+		InsecureHTTPHosts: []string{"127.0.0.1", "localhost:8080"},
+	}
+	for hostport, want := range map[string]bool{
+		"idp.example.com:443":  true,
+		"IDP.example.com":      true,
+		"a.corp.example:443":   false, // a pattern allows the name, not any address
+		"10.0.0.5:443":         true,
+		"[::1]:443":            true,
+		"[0:0::1]:8443":        true,
+		"127.0.0.1:9000":       true,
+		"localhost:8080":       true,
+		"localhost:8081":       false,
+		"other.example.com:80": false,
+		"169.254.169.254:80":   false,
+	} {
+		require.Equal(t, want, c.HostListed(hostport), hostport)
+	}
+	require.True(t, c.HostAllowed("https", "a.corp.example:443"), "patterns still allow the host")
+	require.False(t, c.PrivateNetworksAllowed())
 }
 
 func TestConfigWriteChangesOnlyNamedFields(t *testing.T) {

@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/nebula-credential/nebula-credential/mirror"
@@ -61,6 +64,7 @@ func mirrorStateKey(name, target string) string { return mirrorStatePrefix + nam
 type mirrorSet struct {
 	mu      sync.Mutex
 	targets map[string]mirror.Target
+	cfg     *Config // the config whose host policy the targets were built with
 }
 
 func (m *mirrorSet) reset() {
@@ -69,23 +73,37 @@ func (m *mirrorSet) reset() {
 	m.mu.Unlock()
 }
 
+// targetFactory builds a target from its stored config; client carries its
+// requests under the engine's host policy.
+type targetFactory func(name string, cfg *targetConfig, client *http.Client) (mirror.Target, error)
+
 // newTarget builds a target from its stored config with the real SDK
-// clients; tests replace backend.mirrorFactory to reach loopback servers.
-func newTarget(name string, cfg *targetConfig) (mirror.Target, error) {
+// clients, whose requests all go through client (the engine's host policy:
+// Secrets Manager, STS, Key Vault and Entra token requests of a service
+// principal). Tests replace backend.mirrorFactory to reach loopback servers.
+func newTarget(name string, cfg *targetConfig, client *http.Client) (mirror.Target, error) {
 	switch {
 	case name == mirror.NameAWS && cfg.AWS != nil:
-		return mirror.NewAWS(*cfg.AWS, nil)
+		return mirror.NewAWS(*cfg.AWS, client)
 	case name == mirror.NameAzure && cfg.Azure != nil:
-		return mirror.NewAzure(*cfg.Azure, nil, nil)
+		return mirror.NewAzure(*cfg.Azure, nil, &azsecrets.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: client}})
 	}
 	return nil, fmt.Errorf("mirror target %q is not configured", name)
 }
 
-// target returns the built target, building it from storage on first use;
-// nil when the target is not configured.
+// target returns the built target, building it from storage on first use
+// and again after the config (its host policy) changed; nil when the target
+// is not configured.
 func (b *backend) target(ctx context.Context, s logical.Storage, name string) (mirror.Target, error) {
+	conf, err := b.getConfig(ctx, s) // before mirrors.mu: putConfig holds configMu while it resets mirrors
+	if err != nil {
+		return nil, err
+	}
 	b.mirrors.mu.Lock()
 	defer b.mirrors.mu.Unlock()
+	if b.mirrors.cfg != conf {
+		b.mirrors.targets, b.mirrors.cfg = nil, conf
+	}
 	if t, ok := b.mirrors.targets[name]; ok {
 		return t, nil
 	}
@@ -93,7 +111,7 @@ func (b *backend) target(ctx context.Context, s logical.Storage, name string) (m
 	if err != nil || cfg == nil {
 		return nil, err
 	}
-	t, err := b.mirrorFactory(name, cfg)
+	t, err := b.mirrorFactory(name, cfg, b.upstream(conf).HTTPClient())
 	if err != nil {
 		return nil, fmt.Errorf("building mirror target %s: %w", name, err)
 	}

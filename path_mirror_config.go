@@ -2,11 +2,14 @@ package nebula
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sort"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/nebula-credential/nebula-credential/internal/upstream"
 	"github.com/nebula-credential/nebula-credential/mirror"
 )
 
@@ -116,7 +119,11 @@ func (b *backend) pathMirrorAWSWrite(ctx context.Context, req *logical.Request, 
 	if v, ok := d.GetOk("tags"); ok {
 		a.Tags = v.(map[string]string)
 	}
-	if err := a.Validate(); err != nil {
+	policyErr, err := b.checkTargetURL(ctx, req.Storage, "endpoint", a.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if err := errors.Join(a.Validate(), policyErr); err != nil {
 		return nil, invalidInput(err)
 	}
 	return b.saveTarget(ctx, req, mirror.NameAWS, &targetConfig{AWS: &a})
@@ -140,10 +147,31 @@ func (b *backend) pathMirrorAzureWrite(ctx context.Context, req *logical.Request
 	if v, ok := d.GetOk("tags"); ok {
 		z.Tags = v.(map[string]string)
 	}
-	if err := z.Validate(); err != nil {
+	policyErr, err := b.checkTargetURL(ctx, req.Storage, "vault_url", z.VaultURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := errors.Join(z.Validate(), policyErr); err != nil {
 		return nil, invalidInput(err)
 	}
 	return b.saveTarget(ctx, req, mirror.NameAzure, &targetConfig{Azure: &z})
+}
+
+// checkTargetURL checks a target's URL field against the host policy when
+// it is written (the transport checks every request again). It returns the
+// policy's objection, if any, and an error when the config cannot be read.
+func (b *backend) checkTargetURL(ctx context.Context, s logical.Storage, field, raw string) (policyErr, err error) {
+	if raw == "" {
+		return nil, nil
+	}
+	cfg, err := b.getConfig(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if err := upstream.CheckURL(cfg.HostAllowed, raw); err != nil {
+		return fmt.Errorf("field %q: %w", field, err), nil
+	}
+	return nil, nil
 }
 
 func (b *backend) saveTarget(ctx context.Context, req *logical.Request, name string, cfg *targetConfig) (*logical.Response, error) {

@@ -2,6 +2,7 @@ package nebula
 
 import (
 	"encoding/json"
+	"net/http"
 	"testing"
 	"time"
 
@@ -23,13 +24,20 @@ type mirrorEnv struct {
 func newMirrorEnv(tb testing.TB) *mirrorEnv {
 	tb.Helper()
 	e := &mirrorEnv{testEnv: newTestBackend(tb), aws: mirrortest.NewAWS(tb), azure: mirrortest.NewAzure(tb)}
-	// Azure needs the fake's TLS trust and a token credential that needs
-	// no network; the stored config is used as written.
-	e.b.mirrorFactory = func(name string, cfg *targetConfig) (mirror.Target, error) {
+	// The fakes listen on loopback: AWS over http, Azure over https.
+	e.mustRequest(tb, logical.UpdateOperation, "config", map[string]any{
+		"insecure_http_hosts": "127.0.0.1", "allowed_hosts": "127.0.0.1"})
+	e.b.upstreamRoots = e.azure.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	// Azure needs a token credential that needs no network and the fake's
+	// client options; requests go through the engine's client, as with the
+	// real targets. The stored config is used as written.
+	e.b.mirrorFactory = func(name string, cfg *targetConfig, client *http.Client) (mirror.Target, error) {
 		if name == mirror.NameAzure {
-			return mirror.NewAzure(*cfg.Azure, e.azure.Credential(), e.azure.ClientOptions())
+			opts := e.azure.ClientOptions()
+			opts.Transport = client
+			return mirror.NewAzure(*cfg.Azure, e.azure.Credential(), opts)
 		}
-		return mirror.NewAWS(*cfg.AWS, e.aws.Client())
+		return newTarget(name, cfg, client)
 	}
 	resp := e.mustRequest(tb, logical.UpdateOperation, "mirror/aws", map[string]any{
 		"region": e.aws.Region(), "endpoint": e.aws.URL(), "access_key": e.aws.AccessKey(), "secret_key": e.aws.SecretKey(),

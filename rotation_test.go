@@ -272,7 +272,8 @@ func (w *webhookServer) serve(rw http.ResponseWriter, r *http.Request) {
 
 func setupWebhookCredential(tb testing.TB, e *testEnv, w *webhookServer, name string, extra map[string]any) {
 	tb.Helper()
-	e.mustRequest(tb, logical.UpdateOperation, "config", map[string]any{"insecure_http_hosts": ""})
+	// The webhook is https on loopback: listed, the engine may dial it.
+	e.mustRequest(tb, logical.UpdateOperation, "config", map[string]any{"insecure_http_hosts": "", "allowed_hosts": "127.0.0.1"})
 	e.mustRequest(tb, logical.CreateOperation, "creds/"+name, validCreds["api_key"])
 	policy := map[string]any{"webhook_url": w.URL + "/rotate", "webhook_secret": w.secret}
 	for k, v := range extra {

@@ -725,7 +725,7 @@ func (b *backend) upstream(cfg *Config) *upstream.Client {
 	b.upstreamMu.Lock()
 	defer b.upstreamMu.Unlock()
 	if b.upstreamClient == nil || b.upstreamCfg != cfg {
-		b.upstreamClient = upstream.New(cfg.HostAllowed, b.upstreamRoots)
+		b.upstreamClient = upstream.New(cfg, b.upstreamRoots)
 		b.upstreamClient.Attempts = b.upstreamAttempts
 		b.upstreamClient.Backoff = b.upstreamBackoff
 		b.upstreamCfg = cfg

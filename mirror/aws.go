@@ -48,7 +48,11 @@ type awsTarget struct {
 // through STS (at cfg.STSEndpoint when set) with session name
 // "nebula-credential", refreshed before they expire.
 //
-// httpClient, when not nil, carries every request (Secrets Manager and STS).
+// httpClient, when not nil, carries every request (Secrets Manager and STS
+// AssumeRole; the default chain's own sources, such as instance metadata,
+// use the SDK's client). A request it refuses with a permanent
+// *upstream.Error (the engine's host policy) is not retried and fails with
+// kind KindPolicy.
 // optFns adjust the Secrets Manager client, e.g. its Retryer; by default the
 // SDK retries retryable failures up to 3 attempts with backoff.
 func NewAWS(cfg AWSConfig, httpClient *http.Client, optFns ...func(*secretsmanager.Options)) (Target, error) {

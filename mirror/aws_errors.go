@@ -66,6 +66,7 @@ func awsError(op, name string, err error) error {
 	}
 	var apiErr smithy.APIError
 	switch {
+	case classifyPolicy(e, err):
 	case errors.As(err, &apiErr):
 		e.Code = apiErr.ErrorCode()
 		e.Kind, e.Retryable = classifyAWSCode(e.Code, e.Status, apiErr.ErrorFault())

@@ -5,13 +5,17 @@ import (
 	"crypto/subtle"
 	"errors"
 	"maps"
+	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+
+	"github.com/nebula-credential/nebula-credential/internal/upstream"
 )
 
 // Tags the Azure target sets on every secret version it writes.
@@ -47,9 +51,14 @@ type azureTarget struct {
 //
 // cred authenticates requests; nil means a client secret credential from
 // cfg.TenantID, cfg.ClientID and cfg.ClientSecret or, when those are empty,
-// azidentity's DefaultAzureCredential. The credential shares opts' transport,
-// retry and cloud settings; with an authority host outside the public,
-// government and China clouds it skips Entra instance discovery.
+// azidentity's DefaultAzureCredential. The credential shares opts' retry and
+// cloud settings, and the client secret credential also opts' transport (the
+// default chain's sources come from the host's environment and use the SDK's
+// transport); with an authority host outside the public, government and China
+// clouds it skips Entra instance discovery.
+//
+// A request that opts.Transport refuses with a permanent *upstream.Error (the
+// engine's host policy) is not retried and fails with kind KindPolicy.
 //
 // opts may be nil. Tests against a vault outside vault.azure.net set
 // opts.DisableChallengeResourceVerification.
@@ -62,6 +71,11 @@ func NewAzure(cfg AzureConfig, cred azcore.TokenCredential, opts *azsecrets.Clie
 	}
 	if opts == nil {
 		opts = &azsecrets.ClientOptions{}
+	}
+	if opts.Transport != nil {
+		o := *opts
+		o.Transport = finalRefusals{next: opts.Transport}
+		opts = &o
 	}
 	if cred == nil {
 		var err error
@@ -91,10 +105,37 @@ func azureCredential(cfg AzureConfig, clientOpts azcore.ClientOptions) (azcore.T
 		return azidentity.NewClientSecretCredential(cfg.TenantID, cfg.ClientID, cfg.ClientSecret,
 			&azidentity.ClientSecretCredentialOptions{ClientOptions: clientOpts, DisableInstanceDiscovery: disableDiscovery})
 	}
+	// The default chain's sources (environment, workload identity, managed
+	// identity at the instance metadata or Arc endpoint on a link-local or
+	// loopback address, Azure CLI) are set by the host's environment, not
+	// by any engine input: they use the SDK's own transport.
+	clientOpts.Transport = nil
 	return azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{
 		ClientOptions: clientOpts, DisableInstanceDiscovery: disableDiscovery, TenantID: cfg.TenantID,
 	})
 }
+
+// finalRefusals makes the SDK's retry policy give up at once on requests
+// the engine's host policy refused: no retry can succeed before the
+// configuration changes.
+type finalRefusals struct{ next policy.Transporter }
+
+// Do sends req through the wrapped transport.
+func (t finalRefusals) Do(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.Do(req)
+	var refused *upstream.Error
+	if err != nil && errors.As(err, &refused) && refused.Permanent {
+		return nil, nonRetriable{err}
+	}
+	return resp, err
+}
+
+// nonRetriable marks an error as not worth retrying for azcore
+// (errorinfo.NonRetriable).
+type nonRetriable struct{ error }
+
+func (nonRetriable) NonRetriable()   {}
+func (e nonRetriable) Unwrap() error { return e.error }
 
 // customAuthority reports whether c names an Entra authority other than the
 // well-known clouds' (Azure Stack, a test server), where instance discovery

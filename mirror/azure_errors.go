@@ -24,6 +24,7 @@ func azureError(op, name string, err error) error {
 	var authErr *azidentity.AuthenticationFailedError
 	var nonRetriable interface{ NonRetriable() }
 	switch {
+	case classifyPolicy(e, err):
 	case errors.As(err, &respErr):
 		e.Status, e.Code = respErr.StatusCode, respErr.ErrorCode
 		if e.Code == "" {

@@ -10,6 +10,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"github.com/nebula-credential/nebula-credential/internal/upstream"
 )
 
 // Kind classifies why a mirror operation failed.
@@ -41,6 +43,10 @@ const (
 	// (content not JSON or too large, a rendered name the target does not
 	// accept). Permanent.
 	KindInvalid Kind = "invalid"
+	// KindPolicy: the engine's outbound host policy refused the request
+	// before any connection was opened (a host or address that is not
+	// allowed). Permanent until the configuration changes.
+	KindPolicy Kind = "policy"
 	// KindUnknown: none of the above. Retryable.
 	KindUnknown Kind = "unknown"
 )
@@ -62,6 +68,8 @@ func (k Kind) describe() string {
 		return "request rejected"
 	case KindInvalid:
 		return "invalid input"
+	case KindPolicy:
+		return "refused by the host policy"
 	}
 	return "failed"
 }
@@ -150,6 +158,18 @@ func classifyStatus(status int) (Kind, bool) {
 		return KindRejected, false
 	}
 	return KindUnknown, true
+}
+
+// classifyPolicy fills e from a refusal of the engine's host policy (the
+// transport the engine hands to NewAWS and NewAzure) and reports whether err
+// was one.
+func classifyPolicy(e *Error, err error) bool {
+	var refused *upstream.Error
+	if !errors.As(err, &refused) || !refused.Permanent {
+		return false
+	}
+	e.Kind, e.Code, e.Retryable, e.detail = KindPolicy, "host_policy", false, refused.Error()
+	return true
 }
 
 // classifyTransport fills e from a context or network error and reports

@@ -1,7 +1,10 @@
 // Package upstream obtains OAuth2 tokens from authorization servers through
 // golang.org/x/oauth2, with the engine's network policy: allowed hosts,
-// https unless a host is listed for plain http, no redirects to other hosts,
-// timeouts, and bounded retries with backoff for transient failures.
+// https unless a host is listed for plain http, no connection to loopback,
+// link-local, private or unspecified addresses of hosts that are not listed
+// (checked on the resolved address when connecting), no redirects to other
+// hosts, timeouts, and bounded retries with backoff for transient failures.
+// Every outbound call of the engine uses the transport of NewTransport.
 //
 // Errors never carry upstream response bodies: a *Error holds the status
 // code and the OAuth2 error code (RFC 6749 section 5.2) only.
@@ -9,7 +12,6 @@ package upstream
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -20,12 +22,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/go-cleanhttp"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 )
 
-// HostPolicy decides whether a URL's scheme and host may be called.
+// HostPolicy decides whether a URL's scheme and host may be called (the
+// HostAllowed half of a Policy), for checks of URLs when they are written.
 type HostPolicy func(scheme, hostport string) bool
 
 // Client calls token endpoints. The zero value is not usable; use New.
@@ -44,50 +46,16 @@ const (
 	DefaultBackoff  = 250 * time.Millisecond
 )
 
-// New returns a Client whose requests go only where policy allows. roots,
-// when not nil, replaces the system's trusted CAs (tests, private CAs).
-func New(policy HostPolicy, roots *x509.CertPool) *Client {
-	transport := cleanhttp.DefaultPooledTransport()
-	if roots != nil {
-		transport.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	}
-	transport.TLSHandshakeTimeout = 5 * time.Second
-	transport.ResponseHeaderTimeout = DefaultTimeout
-	return &Client{
-		http: &http.Client{
-			Timeout:   DefaultTimeout,
-			Transport: &policyTransport{next: transport, policy: policy},
-			CheckRedirect: func(req *http.Request, via []*http.Request) error {
-				if req.URL.Host != via[0].URL.Host {
-					return fmt.Errorf("redirect to another host (%s) refused", req.URL.Host)
-				}
-				if len(via) >= 3 {
-					return errors.New("too many redirects")
-				}
-				return nil
-			},
-		},
-		Attempts: DefaultAttempts,
-		Backoff:  DefaultBackoff,
-	}
+// New returns a Client whose requests go only where policy allows (see
+// NewTransport). roots, when not nil, replaces the system's trusted CAs
+// (tests, private CAs).
+func New(policy Policy, roots *x509.CertPool) *Client {
+	return &Client{http: NewHTTPClient(policy, roots), Attempts: DefaultAttempts, Backoff: DefaultBackoff}
 }
 
 // HTTPClient is the policy-enforcing HTTP client, for other upstream calls
-// (revocation, device authorization).
+// (revocation, device authorization, webhooks, mirrors).
 func (c *Client) HTTPClient() *http.Client { return c.http }
-
-// policyTransport refuses requests the host policy does not allow.
-type policyTransport struct {
-	next   http.RoundTripper
-	policy HostPolicy
-}
-
-func (t *policyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if !t.policy(req.URL.Scheme, req.URL.Host) {
-		return nil, &Error{Reason: fmt.Sprintf("%s://%s is not allowed by config (allowed_hosts, insecure_http_hosts)", req.URL.Scheme, req.URL.Host), Permanent: true}
-	}
-	return t.next.RoundTrip(req)
-}
 
 // CheckURL reports whether a URL is allowed by the policy.
 func CheckURL(policy HostPolicy, raw string) error {
@@ -130,6 +98,11 @@ type Error struct {
 	// Permanent errors are not retried (4xx answers, policy refusals).
 	Permanent bool
 }
+
+// RetryableError tells SDK retry loops (the AWS SDK's) whether to retry a
+// request that failed with e: policy refusals and other permanent errors are
+// not retried.
+func (e *Error) RetryableError() bool { return !e.Permanent }
 
 func (e *Error) Error() string {
 	switch {

@@ -3,8 +3,10 @@ package upstream
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,6 +20,28 @@ func allowLoopback(scheme, hostport string) bool {
 	return scheme == "http" && strings.HasPrefix(hostport, "127.0.0.1:")
 }
 
+// testPolicy is a Policy from a HostAllowed function and the hosts it lists.
+type testPolicy struct {
+	allowed HostPolicy
+	listed  []string // host names or addresses, without port
+	private bool
+}
+
+func (p testPolicy) HostAllowed(scheme, hostport string) bool { return p.allowed(scheme, hostport) }
+
+func (p testPolicy) HostListed(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	return slices.Contains(p.listed, host)
+}
+
+func (p testPolicy) PrivateNetworksAllowed() bool { return p.private }
+
+// loopbackPolicy allows and lists 127.0.0.1 for plain http.
+var loopbackPolicy = testPolicy{allowed: allowLoopback, listed: []string{"127.0.0.1"}}
+
 func TestCheckURL(t *testing.T) {
 	require.NoError(t, CheckURL(allowLoopback, "http://127.0.0.1:9/token"))
 	require.ErrorContains(t, CheckURL(allowLoopback, "http://example.com/token"), "insecure_http_hosts")
@@ -25,7 +49,7 @@ func TestCheckURL(t *testing.T) {
 }
 
 func TestPolicyRefusesBeforeConnecting(t *testing.T) {
-	c := New(func(string, string) bool { return false }, nil)
+	c := New(testPolicy{allowed: func(string, string) bool { return false }}, nil)
 	_, err := c.Token(context.Background(), Request{Grant: "client_credentials", ClientID: "c", ClientSecret: "s", TokenURL: "http://127.0.0.1:9/token"})
 	var ue *Error
 	require.ErrorAs(t, err, &ue)
@@ -42,7 +66,7 @@ func TestErrorsCarryNoBody(t *testing.T) {
 		fmt.Fprint(w, `{"error":"invalid_client","error_description":"secret s3cr3t-echo is wrong"}`)
 	}))
 	t.Cleanup(srv.Close)
-	c := New(allowLoopback, nil)
+	c := New(loopbackPolicy, nil)
 	c.Backoff = time.Millisecond
 	_, err := c.Token(context.Background(), Request{Grant: "client_credentials", ClientID: "c", ClientSecret: "s3cr3t-echo", TokenURL: srv.URL, AuthStyle: "header"})
 	require.EqualError(t, err, "token endpoint answered 401 invalid_client")
@@ -60,7 +84,7 @@ func TestTransientFailuresAreRetried(t *testing.T) {
 		fmt.Fprint(w, `{"access_token":"at","token_type":"bearer","expires_in":60}`)
 	}))
 	t.Cleanup(srv.Close)
-	c := New(allowLoopback, nil)
+	c := New(loopbackPolicy, nil)
 	c.Backoff = time.Millisecond
 	tok, err := c.Token(context.Background(), Request{Grant: "client_credentials", ClientID: "c", ClientSecret: "s", TokenURL: srv.URL, AuthStyle: "body"})
 	require.NoError(t, err)
@@ -77,7 +101,7 @@ func TestRedirectsToOtherHostsAreRefused(t *testing.T) {
 		http.Redirect(w, r, strings.Replace(target.URL, "127.0.0.1", "localhost", 1), http.StatusTemporaryRedirect)
 	}))
 	t.Cleanup(redirector.Close)
-	c := New(func(scheme, host string) bool { return scheme == "http" }, nil)
+	c := New(testPolicy{allowed: func(scheme, host string) bool { return scheme == "http" }, listed: []string{"127.0.0.1", "localhost"}}, nil)
 	c.Attempts = 1
 	_, err := c.Token(context.Background(), Request{Grant: "client_credentials", ClientID: "c", ClientSecret: "s", TokenURL: redirector.URL})
 	require.Error(t, err)
@@ -91,7 +115,7 @@ func TestRevokeSendsRFC7009Form(t *testing.T) {
 		got = fmt.Sprintf("%s %s %v %s:%s", r.PostForm.Get("token"), r.PostForm.Get("token_type_hint"), ok, user, pass)
 	}))
 	t.Cleanup(srv.Close)
-	c := New(allowLoopback, nil)
+	c := New(loopbackPolicy, nil)
 	require.NoError(t, c.Revoke(context.Background(), Request{ClientID: "cid", ClientSecret: "sec"}, srv.URL, "rt-1", "refresh_token"))
 	require.Equal(t, "rt-1 refresh_token true cid:sec", got)
 }

@@ -114,6 +114,10 @@ func (f *AWS) SecretKey() string { return awsSecretKey }
 // Account returns the account ID in the ARNs the fake returns.
 func (f *AWS) Account() string { return awsAccount }
 
+// Connections returns how many connections the fake accepted, counted before
+// any TLS handshake: zero means nothing reached it.
+func (f *AWS) Connections() int { return f.server.connections() }
+
 // Stop takes the fake down: its listener and every connection are closed,
 // and so are the idle connections of the clients from Client, so their
 // requests fail with connection refused. Its secrets are kept.

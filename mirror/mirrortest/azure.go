@@ -135,6 +135,10 @@ func (f *Azure) ClientID() string { return azureClientID }
 // ClientSecret returns the only client secret the token endpoint accepts.
 func (f *Azure) ClientSecret() string { return azureClientSecret }
 
+// Connections returns how many connections the fake accepted, counted before
+// any TLS handshake: zero means nothing reached it.
+func (f *Azure) Connections() int { return f.server.connections() }
+
 // Stop takes the fake down: its listener and every connection are closed,
 // and so are the idle connections of the clients from Client (and
 // ClientOptions), so their requests fail with connection refused. Its

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -16,6 +17,7 @@ type server struct {
 	tb      testing.TB
 	handler http.Handler
 	tls     bool
+	conns   atomic.Int64 // connections accepted, over all starts
 
 	mu        sync.Mutex        // guards the fields below
 	srv       *httptest.Server  // nil while stopped
@@ -61,6 +63,11 @@ func (s *server) start() {
 	srv := httptest.NewUnstartedServer(s.handler)
 	_ = srv.Listener.Close()
 	srv.Listener = ln
+	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			s.conns.Add(1)
+		}
+	}
 	if s.tls {
 		srv.StartTLS()
 	} else {
@@ -102,6 +109,10 @@ func (s *server) url() string {
 	}
 	return "http://" + s.addr
 }
+
+// connections returns how many connections the server accepted (before any
+// TLS handshake), over all its starts.
+func (s *server) connections() int { return int(s.conns.Load()) }
 
 // client returns an HTTP client trusting the server's certificate, with a
 // transport of its own.
