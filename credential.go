@@ -40,6 +40,14 @@ type credential struct {
 	Metadata    map[string]string `json:"metadata,omitempty"`
 	// Fields holds the type's non-secret field values.
 	Fields types.Values `json:"fields"`
+	// ProviderEndpoints holds the endpoint URLs (by field name: token_url,
+	// auth_url, device_url, revocation_url) of the provider preset the
+	// credential names, resolved when the credential was written, so that a
+	// later providers/ write cannot move its secrets. Explicit URL fields
+	// take precedence. Nil when it names no preset, or for credentials
+	// stored before snapshots existed (those resolve the preset as it is,
+	// until a write or a change of the preset snapshots them).
+	ProviderEndpoints map[string]string `json:"provider_endpoints,omitempty"`
 
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
@@ -93,6 +101,48 @@ func hexSHA256(b []byte) string                            { s := sha256.Sum256(
 func (c *credential) typ() *types.Type                     { t, _ := types.Lookup(c.Type); return t }
 func (c *credential) secretKey() string                    { return secretKey(c.Name, c.ID) }
 func (s *secretVersion) merged(c *credential) types.Values { return c.Fields.Merge(s.Fields) }
+
+// endpointFields are the oauth2 fields that say where a credential's
+// secrets are sent.
+var endpointFields = []string{"token_url", "auth_url", "device_url", "revocation_url"}
+
+// upstreamValues are the values requests to the credential's upstream use:
+// merged, with the provider endpoints the credential was written with where
+// it sets no URL of its own.
+func (s *secretVersion) upstreamValues(c *credential) types.Values {
+	v := s.merged(c)
+	for field, u := range c.ProviderEndpoints {
+		if v.String(field) == "" {
+			v[field] = u
+		}
+	}
+	return v
+}
+
+// destinations are the endpoint URLs secrets go to, by field name: the
+// explicit field, else the provider snapshot's.
+func destinations(fields types.Values, snapshot map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, field := range endpointFields {
+		if u := firstNonEmpty(fields.String(field), snapshot[field]); u != "" {
+			out[field] = u
+		}
+	}
+	return out
+}
+
+// heldSecrets lists the secret fields a version holds a value for, the
+// refresh token issued by the upstream included.
+func heldSecrets(t *types.Type, sv *secretVersion) []string {
+	var held []string
+	for _, name := range t.SecretFields() {
+		stored, _ := sv.Fields[name].(string)
+		if stored != "" || name == "refresh_token" && sv.Token != nil && sv.Token.RefreshToken != "" {
+			held = append(held, name)
+		}
+	}
+	return held
+}
 
 // maxNameLength bounds credential names.
 const maxNameLength = 128

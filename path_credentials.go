@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-uuid"
@@ -409,6 +410,11 @@ func (b *backend) buildCredential(ctx context.Context, s logical.Storage, in *cr
 	if in.Description != nil {
 		c.Description = *in.Description
 	}
+	if t == types.OAuth2 {
+		if c.ProviderEndpoints, err = b.providerEndpoints(ctx, s, values); err != nil {
+			return nil, nil, err
+		}
+	}
 	if err := b.applyMirrorInput(ctx, s, c, in); err != nil {
 		return nil, nil, err
 	}
@@ -442,17 +448,28 @@ func (b *backend) updateCredential(ctx context.Context, s logical.Storage, exist
 	if err := b.applyMirrorInput(ctx, s, &c, in); err != nil {
 		return nil, err
 	}
+	moved, err := b.checkDestination(ctx, s, existing, &c, current, in.Values)
+	if err != nil {
+		return nil, err
+	}
 	var next *secretVersion
 	var retired []versionRef
-	if !secretsEqual(current.Fields, secret) {
+	if moved || !secretsEqual(current.Fields, secret) {
 		// Different secret values make a new version, as rotation with
-		// supplied values does (the policy's strategy applies).
+		// supplied values does (the policy's strategy applies). So does a
+		// new destination: the tokens issued by the old one stay behind.
 		id, err := uuid.GenerateUUID()
 		if err != nil {
 			return nil, fmt.Errorf("generating id: %w", err)
 		}
 		next = &secretVersion{ID: id, Version: existing.Version + 1, CreatedAt: b.now().UTC(), Fields: current.Fields.Merge(secret)}
 		retired = b.promote(&c, next)
+	}
+	if moved && c.Previous != nil {
+		// The previous version's secrets were never supplied for the new
+		// destination: retire it now rather than at the end of its grace.
+		retired = append(retired, *c.Previous)
+		c.Previous = nil
 	}
 	full := c.Fields.Merge(current.Fields)
 	if next != nil {
@@ -479,10 +496,78 @@ func (b *backend) updateCredential(ctx context.Context, s logical.Storage, exist
 	if err := b.saveCredential(ctx, s, &c, next, in); err != nil {
 		return nil, err
 	}
+	if moved {
+		// Retired versions are revoked where they were used, never at the
+		// new endpoints.
+		old := c
+		old.Fields, old.ProviderEndpoints = existing.Fields, existing.ProviderEndpoints
+		if old.ProviderEndpoints == nil {
+			old.ProviderEndpoints, _ = b.snapshotOf(ctx, s, existing)
+		}
+		for _, ref := range retired {
+			b.destroyVersion(ctx, s, &old, ref.ID)
+		}
+		retired = nil
+	}
 	if next != nil {
 		b.afterNewVersion(ctx, s, &c, next, retired)
 	}
 	return &c, nil
+}
+
+// checkDestination enforces that no write omitting a credential's secrets
+// can change where they are sent. It sets the provider endpoints c keeps (a
+// write naming provider or tenant resolves the preset again; others keep the
+// stored snapshot), then compares the endpoints before and after: moved is
+// true when any differs, and then every secret the current version holds
+// must be supplied in values, else invalid_input names the missing ones.
+func (b *backend) checkDestination(ctx context.Context, s logical.Storage, existing, c *credential, current *secretVersion, values types.Values) (moved bool, err error) {
+	t := existing.typ()
+	if t != types.OAuth2 {
+		return false, nil
+	}
+	before, err := b.snapshotOf(ctx, s, existing)
+	if err != nil {
+		return false, err
+	}
+	c.ProviderEndpoints = before
+	_, provider := values["provider"]
+	_, tenant := values["tenant"]
+	if provider || tenant {
+		if c.ProviderEndpoints, err = b.providerEndpoints(ctx, s, c.Fields); err != nil {
+			return false, err
+		}
+	}
+	was, will := destinations(existing.Fields, before), destinations(c.Fields, c.ProviderEndpoints)
+	var changed []string
+	for _, field := range endpointFields {
+		if was[field] != will[field] {
+			changed = append(changed, field)
+		}
+	}
+	if len(changed) == 0 {
+		return false, nil
+	}
+	var missing []string
+	for _, name := range heldSecrets(t, current) {
+		if supplied, _ := values[name].(string); supplied == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return false, newError(KindInvalidInput, "this write changes %s, where the credential's secrets are sent; supply %s in the same write (stored secrets are never sent to a new endpoint)",
+			quoteList(changed), quoteList(missing))
+	}
+	return true, nil
+}
+
+// quoteList renders field names as "a", "b".
+func quoteList(names []string) string {
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = fmt.Sprintf("%q", n)
+	}
+	return strings.Join(quoted, ", ")
 }
 
 // checkUpstream checks what a type's values say about upstreams that only

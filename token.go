@@ -240,7 +240,7 @@ func (b *backend) refreshLocked(ctx context.Context, s logical.Storage, cfg *Con
 
 // requestToken asks the credential's token endpoint for a new token.
 func (b *backend) requestToken(ctx context.Context, s logical.Storage, cfg *Config, c *credential, sv *secretVersion) (*issuedToken, error) {
-	v := sv.merged(c)
+	v := sv.upstreamValues(c) // the endpoints the credential was written with
 	p, err := b.resolveProvider(ctx, s, v)
 	if err != nil {
 		return nil, err

@@ -159,7 +159,7 @@ func parseWebhookAnswer(t *types.Type, raw []byte, fail func(string, ...any) err
 // credential (or its provider) has a revocation endpoint. Failures are
 // logged; the version is retired either way.
 func (b *backend) revokeTokens(ctx context.Context, s logical.Storage, c *credential, sv *secretVersion) {
-	v := sv.merged(c)
+	v := sv.upstreamValues(c) // the endpoints the credential was written with
 	p, err := b.resolveProvider(ctx, s, v)
 	if err != nil {
 		return
