@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -54,9 +53,10 @@ type credential struct {
 	// LastError is the last failure of a background operation; empty when
 	// the last one succeeded. It never holds secret material.
 	LastError string `json:"last_error,omitempty"`
-	// IdempotencyKeys lists the storage ids of the idempotency keys used on
-	// this credential, so delete can drop them.
-	IdempotencyKeys []string `json:"idempotency_keys,omitempty"`
+	// IdempotencyKeys lists the idempotency keys used on this credential,
+	// oldest first, so replays find them and delete can drop them; bounded
+	// by idempotencyKeyTTL and maxIdempotencyKeys.
+	IdempotencyKeys []idemKeyRef `json:"idempotency_keys,omitempty"`
 
 	// Mirror lists the targets the credential is copied to; MirrorContent
 	// is "secret" (default: the secret fields) or "token".
@@ -81,6 +81,75 @@ type secretVersion struct {
 	// Token is the token last issued by the upstream for this version
 	// (oauth2); nil before the first token read.
 	Token *issuedToken `json:"token,omitempty"`
+}
+
+// Idempotency keys are kept per credential as Stripe does: those used in
+// the last idempotencyKeyTTL, at most maxIdempotencyKeys of them (the most
+// recent). A key dropped from the list behaves like a new key.
+const (
+	idempotencyKeyTTL  = 24 * time.Hour
+	maxIdempotencyKeys = 100
+)
+
+// idemKeyRef is an idempotency key used on a credential: the storage id of
+// its record and when it was first used.
+type idemKeyRef struct {
+	ID     string    `json:"id"`
+	UsedAt time.Time `json:"used_at"`
+}
+
+// UnmarshalJSON also reads the older form, a bare storage id, which counts
+// as used long ago (the next write drops it).
+func (r *idemKeyRef) UnmarshalJSON(data []byte) error {
+	var id string
+	if err := json.Unmarshal(data, &id); err == nil {
+		*r = idemKeyRef{ID: id}
+		return nil
+	}
+	type plain idemKeyRef
+	return json.Unmarshal(data, (*plain)(r))
+}
+
+// idempotencyKey reports whether a key is live on the credential at now:
+// listed, and younger than idempotencyKeyTTL.
+func (c *credential) idempotencyKey(storageID string, now time.Time) bool {
+	for _, ref := range c.IdempotencyKeys {
+		if ref.ID == storageID {
+			return now.Sub(ref.UsedAt) < idempotencyKeyTTL
+		}
+	}
+	return false
+}
+
+// useIdempotencyKey records a key (storageID, "" for none) as used at now,
+// unless it is live already, and trims the list to the keys younger than
+// idempotencyKeyTTL, at most maxIdempotencyKeys of the most recent. It
+// returns the storage ids of the keys it dropped, whose records the caller
+// deletes.
+func (c *credential) useIdempotencyKey(storageID string, now time.Time) (dropped []string) {
+	keys := make([]idemKeyRef, 0, len(c.IdempotencyKeys)+1)
+	for _, ref := range c.IdempotencyKeys {
+		if ref.ID == storageID && now.Sub(ref.UsedAt) >= idempotencyKeyTTL {
+			continue // expired: used again as a new key below
+		}
+		if ref.ID == storageID {
+			storageID = ""
+		}
+		keys = append(keys, ref)
+	}
+	if storageID != "" {
+		keys = append(keys, idemKeyRef{ID: storageID, UsedAt: now})
+	}
+	var kept []idemKeyRef
+	for i, ref := range keys {
+		if now.Sub(ref.UsedAt) >= idempotencyKeyTTL || len(keys)-i > maxIdempotencyKeys {
+			dropped = append(dropped, ref.ID)
+			continue
+		}
+		kept = append(kept, ref)
+	}
+	c.IdempotencyKeys = kept
+	return dropped
 }
 
 // idemRecord remembers the request an idempotency key was first used with,
@@ -318,8 +387,8 @@ func (b *backend) getSalt(ctx context.Context, s logical.Storage) ([]byte, error
 
 // loadIdem reads the record of an idempotency key. A record whose
 // credential no longer exists (or has another id lineage) is stale and
-// reported as absent.
-func loadIdem(ctx context.Context, s logical.Storage, storageID string) (*idemRecord, error) {
+// reported as absent, as is one older than idempotencyKeyTTL.
+func loadIdem(ctx context.Context, s logical.Storage, storageID string, now time.Time) (*idemRecord, error) {
 	entry, err := s.Get(ctx, idemKey(storageID))
 	if err != nil {
 		return nil, storageError("reading idempotency key", err)
@@ -335,7 +404,7 @@ func loadIdem(ctx context.Context, s logical.Storage, storageID string) (*idemRe
 	if err != nil {
 		return nil, err
 	}
-	if c == nil || !slices.Contains(c.IdempotencyKeys, storageID) {
+	if c == nil || !c.idempotencyKey(storageID, now) {
 		return nil, nil
 	}
 	return rec, nil

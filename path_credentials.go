@@ -321,7 +321,7 @@ func (b *backend) replayIdempotent(ctx context.Context, s logical.Storage, in *c
 	if in.idempotencyKey == "" {
 		return false, nil, nil
 	}
-	rec, err := loadIdem(ctx, s, idemStorageID(in.idempotencyKey))
+	rec, err := loadIdem(ctx, s, idemStorageID(in.idempotencyKey), b.now())
 	if err != nil || rec == nil {
 		return false, nil, err
 	}
@@ -602,14 +602,15 @@ func (b *backend) checkUpstream(ctx context.Context, s logical.Storage, t *types
 // credential's idempotency record and its metadata, all or nothing.
 func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *credential, sv *secretVersion, in *credInput) error {
 	var idem *logical.StorageEntry
+	var storageID string
+	if in.idempotencyKey != "" {
+		storageID = idemStorageID(in.idempotencyKey)
+	}
+	dropped := c.useIdempotencyKey(storageID, b.now().UTC())
 	if in.idempotencyKey != "" {
 		fp, err := b.fingerprint(ctx, s, in)
 		if err != nil {
 			return err
-		}
-		storageID := idemStorageID(in.idempotencyKey)
-		if !slices.Contains(c.IdempotencyKeys, storageID) {
-			c.IdempotencyKeys = append(append([]string(nil), c.IdempotencyKeys...), storageID)
 		}
 		if idem, err = jsonEntry(idemKey(storageID), &idemRecord{Name: c.Name, ID: c.ID, Fingerprint: fp}, false); err != nil {
 			return fmt.Errorf("encoding idempotency record: %w", err)
@@ -634,6 +635,16 @@ func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *cred
 	// to the new secret version or the idempotency record.
 	if err := commitEntries(ctx, s, staged, meta); err != nil {
 		return storageError("writing credential", err)
+	}
+	// The dropped keys' records are unreferenced now (loadIdem ignores
+	// them); deleting them only reclaims space.
+	for _, id := range dropped {
+		if id == storageID {
+			continue // the key was used again and its record rewritten
+		}
+		if err := s.Delete(ctx, idemKey(id)); err != nil {
+			b.logger.Warn("could not delete an expired idempotency record", "credential", c.Name, "error", err)
+		}
 	}
 	return nil
 }
@@ -660,8 +671,8 @@ func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *
 		if err := req.Storage.Delete(ctx, credKey(name)); err != nil {
 			return nil, storageError("deleting credential", err)
 		}
-		for _, storageID := range c.IdempotencyKeys {
-			if err := req.Storage.Delete(ctx, idemKey(storageID)); err != nil {
+		for _, ref := range c.IdempotencyKeys {
+			if err := req.Storage.Delete(ctx, idemKey(ref.ID)); err != nil {
 				return nil, storageError("deleting idempotency record", err)
 			}
 		}
