@@ -188,6 +188,18 @@ func (s *secretVersion) upstreamValues(c *credential) types.Values {
 	return v
 }
 
+// upstreamValues are a flow's values with the provider endpoints it
+// started with where it sets no URL of its own.
+func (f *flow) upstreamValues() types.Values {
+	v := f.Values.Merge(nil)
+	for field, u := range f.ProviderEndpoints {
+		if v.String(field) == "" {
+			v[field] = u
+		}
+	}
+	return v
+}
+
 // destinations are the endpoint URLs secrets go to, by field name: the
 // explicit field, else the provider snapshot's.
 func destinations(fields types.Values, snapshot map[string]string) map[string]string {

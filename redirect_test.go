@@ -3,6 +3,7 @@ package nebula
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -227,4 +228,31 @@ func TestEndpointChangeRevokesRetiredVersionsWhereTheyWereUsed(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, c.Previous, "an endpoint change keeps no previous version")
 	require.Len(t, e.versionsOf(t, "user"), 1)
+}
+
+func TestFlowKeepsTheProviderEndpointsItStartedWith(t *testing.T) {
+	// A providers/ write while a flow runs moves neither the flow's code
+	// exchange (which carries its client secret) nor the credential it
+	// creates.
+	e, srv := newOAuthEnv(t, oauthserver.WithAccessTokenLifetime(10*time.Minute))
+	a := newAttacker(t)
+	e.mustRequest(t, logical.UpdateOperation, "providers/corp", map[string]any{
+		"auth_url": srv.AuthURL(), "token_url": srv.TokenURL(), "auth_style": "header",
+	})
+	id, secret := srv.WebClient()
+	started := e.mustRequest(t, logical.UpdateOperation, "flows/start", map[string]any{
+		"name": "user", "client_id": id, "client_secret": secret, "provider": "corp",
+		"scopes": "openid,offline_access", "redirect_uri": testRedirectURI,
+	})
+	back := srv.Login(t, started.Data["auth_url"].(string))
+	e.mustRequest(t, logical.UpdateOperation, "providers/corp", map[string]any{"token_url": a.URL + "/token"})
+
+	u, err := url.Parse(back)
+	require.NoError(t, err)
+	_, err = callback(t, e, u.Query())
+	require.NoError(t, err)
+	require.Zero(t, a.hits.Load(), "the code exchange went to the new endpoint")
+	e.clock.Advance(time.Hour)
+	e.mustRequest(t, logical.UpdateOperation, "refresh/user", nil)
+	require.Zero(t, a.hits.Load(), "the flow's credential took the new endpoint")
 }
