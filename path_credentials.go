@@ -703,7 +703,14 @@ token.
 A write to an existing credential changes only the fields it names. Secret
 fields equal to the stored ones change nothing; different ones make a new
 version. With idempotency_key, a repeated write with the same input answers
-the same id and changes nothing.
+the same id and changes nothing; keys are kept for 24 hours, at most the 100
+most recent per credential, after which a key counts as new.
+
+A write that changes where an oauth2 credential's secrets are sent
+(token_url, auth_url, device_url, revocation_url, or provider/tenant when
+the preset's endpoints differ) must supply every secret the credential holds
+(client_secret, refresh_token) in the same write; it makes a new version and
+retires the old ones at once.
 `
 
 // applyMirrorInput sets the mirror fields the input names, after checking

@@ -46,7 +46,7 @@ func pathProviders(b *backend) []*framework.Path {
 				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathProviderDelete},
 			},
 			HelpSynopsis:    "Read, write or delete an OAuth2 provider preset.",
-			HelpDescription: "An oauth2 credential with provider=<name> takes its endpoints and default scopes from the preset. Built-in presets are read-only; the microsoft preset takes the credential's tenant field.",
+			HelpDescription: "An oauth2 credential with provider=<name> takes its endpoints and default scopes from the preset. The endpoints are resolved when the credential is written and kept with it: changing a preset's URLs here does not move existing credentials (or running flows); rewrite a credential with provider=<name> and its secrets to adopt them. Built-in presets are read-only; the microsoft preset takes the credential's tenant field.",
 		},
 	}
 }
