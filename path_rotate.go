@@ -172,6 +172,10 @@ func (b *backend) pathRotationWrite(ctx context.Context, req *logical.Request, d
 	if p.WebhookURL != "" && secret == nil && (c.Rotation == nil || c.Rotation.WebhookURL == "") {
 		return nil, newError(KindInvalidInput, "field \"webhook_secret\" is required with webhook_url")
 	}
+	if p.WebhookURL != "" && secret == nil && c.Rotation.WebhookURL != p.WebhookURL {
+		// Requests signed with the stored secret never go to a new address.
+		return nil, newError(KindInvalidInput, "a new \"webhook_url\" needs \"webhook_secret\" in the same write")
+	}
 	if err := b.checkWebhookSecret(ctx, req.Storage, name, p.WebhookURL, secret); err != nil {
 		return nil, err
 	}

@@ -50,3 +50,16 @@ func TestStoredShortWebhookSecretMustBeReplaced(t *testing.T) {
 	requireKind(t, err, KindInvalidInput, "webhook_secret", "16")
 	e.mustRequest(t, logical.UpdateOperation, "creds/k/rotation", map[string]any{"interval": "1h", "webhook_secret": "another-16-chars"})
 }
+
+func TestWebhookURLChangeNeedsTheWebhookSecret(t *testing.T) {
+	// Requests signed with the stored secret must not go to a new address
+	// (they could be replayed to the real webhook, which answers new secret
+	// values).
+	e := newTestBackend(t)
+	e.mustRequest(t, logical.CreateOperation, "creds/k", validCreds["api_key"])
+	e.mustRequest(t, logical.UpdateOperation, "creds/k/rotation", map[string]any{"webhook_url": "https://hooks.example.com/rotate", "webhook_secret": "sixteen-chars!!!"})
+	_, err := e.request(t, logical.UpdateOperation, "creds/k/rotation", map[string]any{"webhook_url": "https://elsewhere.example.net/rotate"})
+	requireKind(t, err, KindInvalidInput, "webhook_secret", "webhook_url")
+	e.mustRequest(t, logical.UpdateOperation, "creds/k/rotation", map[string]any{"webhook_url": "https://hooks.example.com/rotate", "interval": "1h"})
+	e.mustRequest(t, logical.UpdateOperation, "creds/k/rotation", map[string]any{"webhook_url": "https://elsewhere.example.net/rotate", "webhook_secret": "another-16-chars"})
+}
