@@ -636,17 +636,29 @@ func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *cred
 	if err := commitEntries(ctx, s, staged, meta); err != nil {
 		return storageError("writing credential", err)
 	}
-	// The dropped keys' records are unreferenced now (loadIdem ignores
-	// them); deleting them only reclaims space.
-	for _, id := range dropped {
-		if id == storageID {
-			continue // the key was used again and its record rewritten
+	b.dropIdemRecords(ctx, s, c.Name, dropped)
+	return nil
+}
+
+// dropIdemRecords deletes the records of idempotency keys a credential no
+// longer lists. They are unreferenced already (loadIdem ignores them), so
+// this only reclaims space: failures are logged. A record another
+// credential has taken over since (the key expired here and was used there)
+// is left alone.
+func (b *backend) dropIdemRecords(ctx context.Context, s logical.Storage, name string, storageIDs []string) {
+	for _, id := range storageIDs {
+		entry, err := s.Get(ctx, idemKey(id))
+		var rec idemRecord
+		if err == nil && entry != nil {
+			err = entry.DecodeJSON(&rec)
 		}
-		if err := s.Delete(ctx, idemKey(id)); err != nil {
-			b.logger.Warn("could not delete an expired idempotency record", "credential", c.Name, "error", err)
+		if err == nil && entry != nil && rec.Name == name {
+			err = s.Delete(ctx, idemKey(id))
+		}
+		if err != nil {
+			b.logger.Warn("could not delete an expired idempotency record", "credential", name, "error", err)
 		}
 	}
-	return nil
 }
 
 func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
