@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -40,15 +39,24 @@ type credential struct {
 	Metadata    map[string]string `json:"metadata,omitempty"`
 	// Fields holds the type's non-secret field values.
 	Fields types.Values `json:"fields"`
+	// ProviderEndpoints holds the endpoint URLs (by field name: token_url,
+	// auth_url, device_url, revocation_url) of the provider preset the
+	// credential names, resolved when the credential was written, so that a
+	// later providers/ write cannot move its secrets. Explicit URL fields
+	// take precedence. Nil when it names no preset, or for credentials
+	// stored before snapshots existed (those resolve the preset as it is,
+	// until a write or a change of the preset snapshots them).
+	ProviderEndpoints map[string]string `json:"provider_endpoints,omitempty"`
 
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 	// LastError is the last failure of a background operation; empty when
 	// the last one succeeded. It never holds secret material.
 	LastError string `json:"last_error,omitempty"`
-	// IdempotencyKeys lists the storage ids of the idempotency keys used on
-	// this credential, so delete can drop them.
-	IdempotencyKeys []string `json:"idempotency_keys,omitempty"`
+	// IdempotencyKeys lists the idempotency keys used on this credential,
+	// oldest first, so replays find them and delete can drop them; bounded
+	// by idempotencyKeyTTL and maxIdempotencyKeys.
+	IdempotencyKeys []idemKeyRef `json:"idempotency_keys,omitempty"`
 
 	// Mirror lists the targets the credential is copied to; MirrorContent
 	// is "secret" (default: the secret fields) or "token".
@@ -75,6 +83,75 @@ type secretVersion struct {
 	Token *issuedToken `json:"token,omitempty"`
 }
 
+// Idempotency keys are kept per credential as Stripe does: those used in
+// the last idempotencyKeyTTL, at most maxIdempotencyKeys of them (the most
+// recent). A key dropped from the list behaves like a new key.
+const (
+	idempotencyKeyTTL  = 24 * time.Hour
+	maxIdempotencyKeys = 100
+)
+
+// idemKeyRef is an idempotency key used on a credential: the storage id of
+// its record and when it was first used.
+type idemKeyRef struct {
+	ID     string    `json:"id"`
+	UsedAt time.Time `json:"used_at"`
+}
+
+// UnmarshalJSON also reads the older form, a bare storage id, which counts
+// as used long ago (the next write drops it).
+func (r *idemKeyRef) UnmarshalJSON(data []byte) error {
+	var id string
+	if err := json.Unmarshal(data, &id); err == nil {
+		*r = idemKeyRef{ID: id}
+		return nil
+	}
+	type plain idemKeyRef
+	return json.Unmarshal(data, (*plain)(r))
+}
+
+// idempotencyKey reports whether a key is live on the credential at now:
+// listed, and younger than idempotencyKeyTTL.
+func (c *credential) idempotencyKey(storageID string, now time.Time) bool {
+	for _, ref := range c.IdempotencyKeys {
+		if ref.ID == storageID {
+			return now.Sub(ref.UsedAt) < idempotencyKeyTTL
+		}
+	}
+	return false
+}
+
+// useIdempotencyKey records a key (storageID, "" for none) as used at now,
+// unless it is live already, and trims the list to the keys younger than
+// idempotencyKeyTTL, at most maxIdempotencyKeys of the most recent. It
+// returns the storage ids of the keys it dropped, whose records the caller
+// deletes.
+func (c *credential) useIdempotencyKey(storageID string, now time.Time) (dropped []string) {
+	keys := make([]idemKeyRef, 0, len(c.IdempotencyKeys)+1)
+	for _, ref := range c.IdempotencyKeys {
+		if ref.ID == storageID && now.Sub(ref.UsedAt) >= idempotencyKeyTTL {
+			continue // expired: used again as a new key below
+		}
+		if ref.ID == storageID {
+			storageID = ""
+		}
+		keys = append(keys, ref)
+	}
+	if storageID != "" {
+		keys = append(keys, idemKeyRef{ID: storageID, UsedAt: now})
+	}
+	var kept []idemKeyRef
+	for i, ref := range keys {
+		if now.Sub(ref.UsedAt) >= idempotencyKeyTTL || len(keys)-i > maxIdempotencyKeys {
+			dropped = append(dropped, ref.ID)
+			continue
+		}
+		kept = append(kept, ref)
+	}
+	c.IdempotencyKeys = kept
+	return dropped
+}
+
 // idemRecord remembers the request an idempotency key was first used with,
 // stored at "idem/<sha256 of key>".
 type idemRecord struct {
@@ -93,6 +170,60 @@ func hexSHA256(b []byte) string                            { s := sha256.Sum256(
 func (c *credential) typ() *types.Type                     { t, _ := types.Lookup(c.Type); return t }
 func (c *credential) secretKey() string                    { return secretKey(c.Name, c.ID) }
 func (s *secretVersion) merged(c *credential) types.Values { return c.Fields.Merge(s.Fields) }
+
+// endpointFields are the oauth2 fields that say where a credential's
+// secrets are sent.
+var endpointFields = []string{"token_url", "auth_url", "device_url", "revocation_url"}
+
+// upstreamValues are the values requests to the credential's upstream use:
+// merged, with the provider endpoints the credential was written with where
+// it sets no URL of its own.
+func (s *secretVersion) upstreamValues(c *credential) types.Values {
+	v := s.merged(c)
+	for field, u := range c.ProviderEndpoints {
+		if v.String(field) == "" {
+			v[field] = u
+		}
+	}
+	return v
+}
+
+// upstreamValues are a flow's values with the provider endpoints it
+// started with where it sets no URL of its own.
+func (f *flow) upstreamValues() types.Values {
+	v := f.Values.Merge(nil)
+	for field, u := range f.ProviderEndpoints {
+		if v.String(field) == "" {
+			v[field] = u
+		}
+	}
+	return v
+}
+
+// destinations are the endpoint URLs secrets go to, by field name: the
+// explicit field, else the provider snapshot's.
+func destinations(fields types.Values, snapshot map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, field := range endpointFields {
+		if u := firstNonEmpty(fields.String(field), snapshot[field]); u != "" {
+			out[field] = u
+		}
+	}
+	return out
+}
+
+// heldSecrets lists the secret fields a version holds a value for, the
+// refresh token issued by the upstream included.
+func heldSecrets(t *types.Type, sv *secretVersion) []string {
+	var held []string
+	for _, name := range t.SecretFields() {
+		stored, _ := sv.Fields[name].(string)
+		if stored != "" || name == "refresh_token" && sv.Token != nil && sv.Token.RefreshToken != "" {
+			held = append(held, name)
+		}
+	}
+	return held
+}
 
 // maxNameLength bounds credential names.
 const maxNameLength = 128
@@ -268,8 +399,8 @@ func (b *backend) getSalt(ctx context.Context, s logical.Storage) ([]byte, error
 
 // loadIdem reads the record of an idempotency key. A record whose
 // credential no longer exists (or has another id lineage) is stale and
-// reported as absent.
-func loadIdem(ctx context.Context, s logical.Storage, storageID string) (*idemRecord, error) {
+// reported as absent, as is one older than idempotencyKeyTTL.
+func loadIdem(ctx context.Context, s logical.Storage, storageID string, now time.Time) (*idemRecord, error) {
 	entry, err := s.Get(ctx, idemKey(storageID))
 	if err != nil {
 		return nil, storageError("reading idempotency key", err)
@@ -285,7 +416,7 @@ func loadIdem(ctx context.Context, s logical.Storage, storageID string) (*idemRe
 	if err != nil {
 		return nil, err
 	}
-	if c == nil || !slices.Contains(c.IdempotencyKeys, storageID) {
+	if c == nil || !c.idempotencyKey(storageID, now) {
 		return nil, nil
 	}
 	return rec, nil

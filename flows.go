@@ -98,6 +98,11 @@ type flow struct {
 	Tags        []string          `json:"tags,omitempty"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
 
+	// ProviderEndpoints are the endpoints of the provider preset Values
+	// names, as they were when the flow started; the flow and the
+	// credential it creates keep them (credential.ProviderEndpoints).
+	ProviderEndpoints map[string]string `json:"provider_endpoints,omitempty"`
+
 	// Authorization code grant.
 	StateHash   string `json:"state_hash,omitempty"`
 	RedirectURI string `json:"redirect_uri,omitempty"`
@@ -409,6 +414,9 @@ func (b *backend) createFlowCredential(ctx context.Context, s logical.Storage, f
 	c, sv, err := b.buildCredential(ctx, s, in, types.OAuth2, issued)
 	if err != nil {
 		return nil, err
+	}
+	if f.ProviderEndpoints != nil {
+		c.ProviderEndpoints = f.ProviderEndpoints // where the flow sent the secret
 	}
 	if err := b.saveCredential(ctx, s, c, sv, &credInput{Name: f.Name}); err != nil {
 		return nil, err

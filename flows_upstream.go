@@ -83,7 +83,7 @@ func (b *backend) upstreamContext(ctx context.Context, cfg *Config) (context.Con
 // exchangeCode exchanges an authorization code with the flow's PKCE
 // verifier at the token endpoint.
 func (b *backend) exchangeCode(ctx context.Context, s logical.Storage, cfg *Config, f *flow, code string) (*oauth2.Token, error) {
-	ep, err := b.flowEndpoints(ctx, s, f.Values)
+	ep, err := b.flowEndpoints(ctx, s, f.upstreamValues())
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +162,7 @@ const deviceGrantType = "urn:ietf:params:oauth:grant-type:device_code"
 // error answer (authorization_pending, slow_down, ...) is an
 // *endpointError with its Code.
 func (b *backend) pollDevice(ctx context.Context, s logical.Storage, cfg *Config, f *flow) (*oauth2.Token, error) {
-	ep, err := b.flowEndpoints(ctx, s, f.Values)
+	ep, err := b.flowEndpoints(ctx, s, f.upstreamValues())
 	if err != nil {
 		return nil, err
 	}

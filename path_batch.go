@@ -40,8 +40,13 @@ func pathBatch(b *backend) []*framework.Path {
 }
 
 // batchItem runs one item through the same handler creds/<name> uses, so a
-// batch item behaves exactly like a single write.
+// batch item behaves exactly like a single write. The caller has validated
+// name (validateName), and it checks again, so no item reaches another
+// path.
 func (b *backend) batchItem(ctx context.Context, req *logical.Request, op logical.Operation, name string, data map[string]any) (*logical.Response, error) {
+	if err := validateName(name); err != nil {
+		return nil, invalidInput(err) // never route a name that leaves creds/<name>
+	}
 	sub := &logical.Request{
 		Operation:   op,
 		Path:        "creds/" + name,
@@ -76,6 +81,10 @@ func (b *backend) pathBatchCreate(ctx context.Context, req *logical.Request, d *
 			err = newError(KindInvalidInput, "item %d is not an object", i)
 		case name == "":
 			err = newError(KindInvalidInput, "item %d has no name", i)
+		case validateName(name) != nil:
+			// Checked before routing: a name with "/" would reach
+			// another path (creds/<victim>/rotation).
+			err = newError(KindInvalidInput, "item %d: %v", i, validateName(name))
 		default:
 			data := make(map[string]any, len(item))
 			for k, v := range item {

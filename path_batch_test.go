@@ -89,3 +89,25 @@ func TestBatchLimits(t *testing.T) {
 	require.Contains(t, results[0]["error"], "not an object")
 	require.Contains(t, results[1]["error"], "no name")
 }
+
+func TestBatchItemNamesAreValidatedBeforeRouting(t *testing.T) {
+	e := newTestBackend(t)
+	e.mustRequest(t, logical.CreateOperation, "creds/victim", validCreds["api_key"])
+	resp := e.mustRequest(t, logical.UpdateOperation, "batch/create", map[string]any{"items": []any{
+		map[string]any{"name": "victim/rotation", "webhook_url": "https://hooks.example.com/x", "webhook_secret": "0123456789abcdef"},
+		map[string]any{"name": "../victim", "type": "api_key", "api_key": "k"},
+	}})
+	results := resp.Data["results"].([]map[string]any)
+	require.Len(t, results, 2)
+	for i, r := range results {
+		require.Contains(t, r["error"], "invalid_input: ", "item %d", i)
+		require.Contains(t, r["error"], "is invalid", "item %d", i)
+	}
+	require.Equal(t, 2, resp.Data["failed"])
+	policy := e.mustRequest(t, logical.ReadOperation, "creds/victim/rotation", nil)
+	require.Empty(t, policy.Data["webhook_url"], "a batch item reached another credential's rotation policy")
+
+	del := e.mustRequest(t, logical.UpdateOperation, "batch/delete", map[string]any{"names": "victim/rotation"})
+	require.Contains(t, del.Data["results"].([]map[string]any)[0]["error"], "invalid_input: ")
+	e.mustRequest(t, logical.ReadOperation, "creds/victim", nil)
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-uuid"
@@ -320,7 +321,7 @@ func (b *backend) replayIdempotent(ctx context.Context, s logical.Storage, in *c
 	if in.idempotencyKey == "" {
 		return false, nil, nil
 	}
-	rec, err := loadIdem(ctx, s, idemStorageID(in.idempotencyKey))
+	rec, err := loadIdem(ctx, s, idemStorageID(in.idempotencyKey), b.now())
 	if err != nil || rec == nil {
 		return false, nil, err
 	}
@@ -409,6 +410,11 @@ func (b *backend) buildCredential(ctx context.Context, s logical.Storage, in *cr
 	if in.Description != nil {
 		c.Description = *in.Description
 	}
+	if t == types.OAuth2 {
+		if c.ProviderEndpoints, err = b.providerEndpoints(ctx, s, values); err != nil {
+			return nil, nil, err
+		}
+	}
 	if err := b.applyMirrorInput(ctx, s, c, in); err != nil {
 		return nil, nil, err
 	}
@@ -442,17 +448,28 @@ func (b *backend) updateCredential(ctx context.Context, s logical.Storage, exist
 	if err := b.applyMirrorInput(ctx, s, &c, in); err != nil {
 		return nil, err
 	}
+	moved, err := b.checkDestination(ctx, s, existing, &c, current, in.Values)
+	if err != nil {
+		return nil, err
+	}
 	var next *secretVersion
 	var retired []versionRef
-	if !secretsEqual(current.Fields, secret) {
+	if moved || !secretsEqual(current.Fields, secret) {
 		// Different secret values make a new version, as rotation with
-		// supplied values does (the policy's strategy applies).
+		// supplied values does (the policy's strategy applies). So does a
+		// new destination: the tokens issued by the old one stay behind.
 		id, err := uuid.GenerateUUID()
 		if err != nil {
 			return nil, fmt.Errorf("generating id: %w", err)
 		}
 		next = &secretVersion{ID: id, Version: existing.Version + 1, CreatedAt: b.now().UTC(), Fields: current.Fields.Merge(secret)}
 		retired = b.promote(&c, next)
+	}
+	if moved && c.Previous != nil {
+		// The previous version's secrets were never supplied for the new
+		// destination: retire it now rather than at the end of its grace.
+		retired = append(retired, *c.Previous)
+		c.Previous = nil
 	}
 	full := c.Fields.Merge(current.Fields)
 	if next != nil {
@@ -479,10 +496,78 @@ func (b *backend) updateCredential(ctx context.Context, s logical.Storage, exist
 	if err := b.saveCredential(ctx, s, &c, next, in); err != nil {
 		return nil, err
 	}
+	if moved {
+		// Retired versions are revoked where they were used, never at the
+		// new endpoints.
+		old := c
+		old.Fields, old.ProviderEndpoints = existing.Fields, existing.ProviderEndpoints
+		if old.ProviderEndpoints == nil {
+			old.ProviderEndpoints, _ = b.snapshotOf(ctx, s, existing)
+		}
+		for _, ref := range retired {
+			b.destroyVersion(ctx, s, &old, ref.ID)
+		}
+		retired = nil
+	}
 	if next != nil {
 		b.afterNewVersion(ctx, s, &c, next, retired)
 	}
 	return &c, nil
+}
+
+// checkDestination enforces that no write omitting a credential's secrets
+// can change where they are sent. It sets the provider endpoints c keeps (a
+// write naming provider or tenant resolves the preset again; others keep the
+// stored snapshot), then compares the endpoints before and after: moved is
+// true when any differs, and then every secret the current version holds
+// must be supplied in values, else invalid_input names the missing ones.
+func (b *backend) checkDestination(ctx context.Context, s logical.Storage, existing, c *credential, current *secretVersion, values types.Values) (moved bool, err error) {
+	t := existing.typ()
+	if t != types.OAuth2 {
+		return false, nil
+	}
+	before, err := b.snapshotOf(ctx, s, existing)
+	if err != nil {
+		return false, err
+	}
+	c.ProviderEndpoints = before
+	_, provider := values["provider"]
+	_, tenant := values["tenant"]
+	if provider || tenant {
+		if c.ProviderEndpoints, err = b.providerEndpoints(ctx, s, c.Fields); err != nil {
+			return false, err
+		}
+	}
+	was, will := destinations(existing.Fields, before), destinations(c.Fields, c.ProviderEndpoints)
+	var changed []string
+	for _, field := range endpointFields {
+		if was[field] != will[field] {
+			changed = append(changed, field)
+		}
+	}
+	if len(changed) == 0 {
+		return false, nil
+	}
+	var missing []string
+	for _, name := range heldSecrets(t, current) {
+		if supplied, _ := values[name].(string); supplied == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return false, newError(KindInvalidInput, "this write changes %s, where the credential's secrets are sent; supply %s in the same write (stored secrets are never sent to a new endpoint)",
+			quoteList(changed), quoteList(missing))
+	}
+	return true, nil
+}
+
+// quoteList renders field names as "a", "b".
+func quoteList(names []string) string {
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = fmt.Sprintf("%q", n)
+	}
+	return strings.Join(quoted, ", ")
 }
 
 // checkUpstream checks what a type's values say about upstreams that only
@@ -517,14 +602,15 @@ func (b *backend) checkUpstream(ctx context.Context, s logical.Storage, t *types
 // credential's idempotency record and its metadata, all or nothing.
 func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *credential, sv *secretVersion, in *credInput) error {
 	var idem *logical.StorageEntry
+	var storageID string
+	if in.idempotencyKey != "" {
+		storageID = idemStorageID(in.idempotencyKey)
+	}
+	dropped := c.useIdempotencyKey(storageID, b.now().UTC())
 	if in.idempotencyKey != "" {
 		fp, err := b.fingerprint(ctx, s, in)
 		if err != nil {
 			return err
-		}
-		storageID := idemStorageID(in.idempotencyKey)
-		if !slices.Contains(c.IdempotencyKeys, storageID) {
-			c.IdempotencyKeys = append(append([]string(nil), c.IdempotencyKeys...), storageID)
 		}
 		if idem, err = jsonEntry(idemKey(storageID), &idemRecord{Name: c.Name, ID: c.ID, Fingerprint: fp}, false); err != nil {
 			return fmt.Errorf("encoding idempotency record: %w", err)
@@ -550,7 +636,29 @@ func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *cred
 	if err := commitEntries(ctx, s, staged, meta); err != nil {
 		return storageError("writing credential", err)
 	}
+	b.dropIdemRecords(ctx, s, c.Name, dropped)
 	return nil
+}
+
+// dropIdemRecords deletes the records of idempotency keys a credential no
+// longer lists. They are unreferenced already (loadIdem ignores them), so
+// this only reclaims space: failures are logged. A record another
+// credential has taken over since (the key expired here and was used there)
+// is left alone.
+func (b *backend) dropIdemRecords(ctx context.Context, s logical.Storage, name string, storageIDs []string) {
+	for _, id := range storageIDs {
+		entry, err := s.Get(ctx, idemKey(id))
+		var rec idemRecord
+		if err == nil && entry != nil {
+			err = entry.DecodeJSON(&rec)
+		}
+		if err == nil && entry != nil && rec.Name == name {
+			err = s.Delete(ctx, idemKey(id))
+		}
+		if err != nil {
+			b.logger.Warn("could not delete an expired idempotency record", "credential", name, "error", err)
+		}
+	}
 }
 
 func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -575,8 +683,8 @@ func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *
 		if err := req.Storage.Delete(ctx, credKey(name)); err != nil {
 			return nil, storageError("deleting credential", err)
 		}
-		for _, storageID := range c.IdempotencyKeys {
-			if err := req.Storage.Delete(ctx, idemKey(storageID)); err != nil {
+		for _, ref := range c.IdempotencyKeys {
+			if err := req.Storage.Delete(ctx, idemKey(ref.ID)); err != nil {
 				return nil, storageError("deleting idempotency record", err)
 			}
 		}
@@ -607,7 +715,14 @@ token.
 A write to an existing credential changes only the fields it names. Secret
 fields equal to the stored ones change nothing; different ones make a new
 version. With idempotency_key, a repeated write with the same input answers
-the same id and changes nothing.
+the same id and changes nothing; keys are kept for 24 hours, at most the 100
+most recent per credential, after which a key counts as new.
+
+A write that changes where an oauth2 credential's secrets are sent
+(token_url, auth_url, device_url, revocation_url, or provider/tenant when
+the preset's endpoints differ) must supply every secret the credential holds
+(client_secret, refresh_token) in the same write; it makes a new version and
+retires the old ones at once.
 `
 
 // applyMirrorInput sets the mirror fields the input names, after checking

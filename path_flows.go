@@ -228,6 +228,9 @@ func (b *backend) pathFlowStart(ctx context.Context, req *logical.Request, d *fr
 		CreatedAt: now, ExpiresAt: now.Add(cfg.FlowTTL),
 		Values: in.Values, Description: in.Description, Tags: in.Tags, Metadata: in.Metadata,
 	}
+	if f.ProviderEndpoints, err = b.providerEndpoints(ctx, req.Storage, in.Values); err != nil {
+		return nil, err
+	}
 	var (
 		data      map[string]any
 		stateHash string

@@ -2,6 +2,7 @@ package nebula
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 
@@ -45,7 +46,7 @@ func pathProviders(b *backend) []*framework.Path {
 				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathProviderDelete},
 			},
 			HelpSynopsis:    "Read, write or delete an OAuth2 provider preset.",
-			HelpDescription: "An oauth2 credential with provider=<name> takes its endpoints and default scopes from the preset. Built-in presets are read-only; the microsoft preset takes the credential's tenant field.",
+			HelpDescription: "An oauth2 credential with provider=<name> takes its endpoints and default scopes from the preset. The endpoints are resolved when the credential is written and kept with it: changing a preset's URLs here does not move existing credentials (or running flows); rewrite a credential with provider=<name> and its secrets to adopt them. Built-in presets are read-only; the microsoft preset takes the credential's tenant field.",
 		},
 	}
 }
@@ -98,6 +99,68 @@ func (b *backend) resolveProvider(ctx context.Context, s logical.Storage, v type
 	return resolved, nil
 }
 
+// providerEndpoints resolves the preset that oauth2 values name and
+// returns its endpoint URLs by field name (the snapshot a credential keeps);
+// nil when they name none.
+func (b *backend) providerEndpoints(ctx context.Context, s logical.Storage, v types.Values) (map[string]string, error) {
+	if v.String("provider") == "" {
+		return nil, nil
+	}
+	p, err := b.resolveProvider(ctx, s, v)
+	if err != nil {
+		return nil, err
+	}
+	urls := map[string]string{}
+	for field, u := range map[string]string{
+		"token_url": p.TokenURL, "auth_url": p.AuthURL, "device_url": p.DeviceURL, "revocation_url": p.RevocationURL,
+	} {
+		if u != "" {
+			urls[field] = u
+		}
+	}
+	return urls, nil
+}
+
+// snapshotOf returns the provider endpoints a stored credential sends its
+// secrets to: its snapshot, or for a credential stored without one, the
+// preset's endpoints as they are now.
+func (b *backend) snapshotOf(ctx context.Context, s logical.Storage, c *credential) (map[string]string, error) {
+	if c.ProviderEndpoints != nil || c.typ() != types.OAuth2 {
+		return c.ProviderEndpoints, nil
+	}
+	return b.providerEndpoints(ctx, s, c.Fields)
+}
+
+// snapshotUsers gives the credentials that name a preset and were stored
+// without an endpoint snapshot the preset's endpoints as they are, before a
+// write changes them; credentials stored since have a snapshot already.
+func (b *backend) snapshotUsers(ctx context.Context, s logical.Storage, provider string) error {
+	names, err := s.List(ctx, credsPrefix)
+	if err != nil {
+		return storageError("listing credentials", err)
+	}
+	for _, name := range names {
+		if err := b.snapshotUser(ctx, s, provider, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *backend) snapshotUser(ctx context.Context, s logical.Storage, provider, name string) error {
+	lock := b.lock(name)
+	lock.Lock()
+	defer lock.Unlock()
+	c, err := loadCredential(ctx, s, name)
+	if err != nil || c == nil || c.typ() != types.OAuth2 || c.ProviderEndpoints != nil || c.Fields.String("provider") != provider {
+		return err
+	}
+	if c.ProviderEndpoints, err = b.providerEndpoints(ctx, s, c.Fields); err != nil {
+		return fmt.Errorf("credential %q: %w", name, err)
+	}
+	return b.putMeta(ctx, s, c)
+}
+
 func (b *backend) pathProvidersList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	custom, err := req.Storage.List(ctx, providersPrefix)
 	if err != nil {
@@ -136,9 +199,11 @@ func (b *backend) pathProviderWrite(ctx context.Context, req *logical.Request, d
 	if err != nil {
 		return nil, err
 	}
+	existed := p != nil
 	if p == nil {
 		p = &types.Provider{Name: name, PKCE: true, AuthStyle: "auto"}
 	}
+	before := *p
 	for field, dst := range map[string]*string{
 		"auth_url": &p.AuthURL, "token_url": &p.TokenURL, "device_url": &p.DeviceURL,
 		"revocation_url": &p.RevocationURL, "auth_style": &p.AuthStyle,
@@ -155,6 +220,14 @@ func (b *backend) pathProviderWrite(ctx context.Context, req *logical.Request, d
 	}
 	if err := p.Validate(); err != nil {
 		return nil, invalidInput(err)
+	}
+	moved := before.TokenURL != p.TokenURL || before.AuthURL != p.AuthURL || before.DeviceURL != p.DeviceURL || before.RevocationURL != p.RevocationURL
+	if existed && moved {
+		// Credentials keep the endpoints they were written with: a preset
+		// change must not send their secrets elsewhere.
+		if err := b.snapshotUsers(ctx, req.Storage, name); err != nil {
+			return nil, err
+		}
 	}
 	entry, err := logical.StorageEntryJSON(providerKey(name), p)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -171,6 +172,13 @@ func (b *backend) pathRotationWrite(ctx context.Context, req *logical.Request, d
 	if p.WebhookURL != "" && secret == nil && (c.Rotation == nil || c.Rotation.WebhookURL == "") {
 		return nil, newError(KindInvalidInput, "field \"webhook_secret\" is required with webhook_url")
 	}
+	if p.WebhookURL != "" && secret == nil && c.Rotation.WebhookURL != p.WebhookURL {
+		// Requests signed with the stored secret never go to a new address.
+		return nil, newError(KindInvalidInput, "a new \"webhook_url\" needs \"webhook_secret\" in the same write")
+	}
+	if err := b.checkWebhookSecret(ctx, req.Storage, name, p.WebhookURL, secret); err != nil {
+		return nil, err
+	}
 	if secret != nil {
 		entry, err := jsonEntry(webhookStorageKey(name), &webhookSecret{Secret: *secret}, true)
 		if err != nil {
@@ -187,6 +195,45 @@ func (b *backend) pathRotationWrite(ctx context.Context, req *logical.Request, d
 	}
 	b.reschedule(ctx, req.Storage, c)
 	return &logical.Response{Data: c.rotationData(b.now())}, nil
+}
+
+// checkWebhookSecret enforces the webhook secret's floor: a supplied secret
+// has at least minWebhookSecret characters (an empty one is allowed only
+// without a webhook_url), and a policy with a webhook_url that keeps the
+// stored secret needs that one to meet the floor too (secrets stored before
+// it was enforced must be replaced).
+func (b *backend) checkWebhookSecret(ctx context.Context, s logical.Storage, name, webhookURL string, supplied *string) error {
+	short := func(what string) error {
+		return newError(KindInvalidInput, "field \"webhook_secret\": %s; it must be at least %d characters long", what, minWebhookSecret)
+	}
+	if supplied != nil {
+		switch n := utf8.RuneCountInString(*supplied); {
+		case n == 0 && webhookURL == "":
+			return nil
+		case n == 0:
+			return short("an empty secret cannot sign webhook requests")
+		case n < minWebhookSecret:
+			return short(fmt.Sprintf("the secret is %d characters long", n))
+		}
+		return nil
+	}
+	if webhookURL == "" {
+		return nil
+	}
+	entry, err := s.Get(ctx, webhookStorageKey(name))
+	if err != nil {
+		return storageError("reading the webhook secret", err)
+	}
+	var ws webhookSecret
+	if entry != nil {
+		if err := entry.DecodeJSON(&ws); err != nil {
+			return storageError("decoding the webhook secret", err)
+		}
+	}
+	if len(ws.Secret) < minWebhookSecret {
+		return short("the stored secret is too short; supply a new one")
+	}
+	return nil
 }
 
 // applyPolicyFields sets the policy fields the request names; it returns

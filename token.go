@@ -604,7 +604,7 @@ func (l *nameLocks) lock(ctx context.Context, name string) (func(), error) {
 
 // requestToken asks the credential's token endpoint for a new token.
 func (b *backend) requestToken(ctx context.Context, s logical.Storage, cfg *Config, c *credential, sv *secretVersion) (*issuedToken, error) {
-	v := sv.merged(c)
+	v := sv.upstreamValues(c) // the endpoints the credential was written with
 	p, err := b.resolveProvider(ctx, s, v)
 	if err != nil {
 		return nil, err

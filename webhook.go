@@ -173,7 +173,7 @@ func parseWebhookAnswer(t *types.Type, raw []byte, fail func(string, ...any) err
 // after the caller releases it when the context carries a revocation queue
 // (deferRevocations), else at once.
 func (b *backend) revokeTokens(ctx context.Context, s logical.Storage, c *credential, sv *secretVersion) {
-	v := sv.merged(c)
+	v := sv.upstreamValues(c) // the endpoints the credential was written with
 	p, err := b.resolveProvider(ctx, s, v)
 	if err != nil {
 		return
