@@ -211,3 +211,59 @@ func TestBatchChunkPacking(t *testing.T) {
 		t.Errorf("requests of %v items; want [4 1 1 4 1]", sizes)
 	}
 }
+
+// TestBatchChunksVault: through a real Vault, a 250-item BatchCreate with
+// a chunk size of 40 (seven requests) creates every credential with its
+// result in order, and a BatchDelete of the 250 names with the same chunk
+// size deletes them all.
+func TestBatchChunksVault(t *testing.T) {
+	t.Parallel()
+	_, v := newClient(t)
+	c := client.New(v.Client(), client.WithMount(newMount(t, v).Mount()), client.WithBatchChunkSize(40))
+	ctx := testContext(t)
+	items := batchItems(newName("vault-chunk"), 250)
+	results, err := c.BatchCreate(ctx, items)
+	if err != nil {
+		t.Fatalf("BatchCreate: %v", err)
+	}
+	if len(results) != len(items) {
+		t.Fatalf("BatchCreate answered %d results for %d items", len(results), len(items))
+	}
+	ids := map[string]bool{}
+	for i, r := range results {
+		if r.Name != items[i].Name || r.Err != nil || r.ID == "" || r.Version != 1 || ids[r.ID] {
+			t.Fatalf("result %d = %+v; want a new credential %s", i, r, items[i].Name)
+		}
+		ids[r.ID] = true
+	}
+	names, err := c.List(ctx)
+	if err != nil || len(names) != len(items) {
+		t.Fatalf("List = %d names, %v; want %d", len(names), err, len(items))
+	}
+	for _, i := range []int{0, 39, 40, 249} {
+		tok, err := c.GetToken(ctx, items[i].Name, nil)
+		if err != nil || tok.Value() != items[i].APIKey.Key.Value() {
+			t.Errorf("GetToken of item %d: %v, %v", i, tok, err)
+		}
+	}
+
+	del := make([]string, len(items))
+	for i := range items {
+		del[i] = items[i].Name
+	}
+	results, err = c.BatchDelete(ctx, del)
+	if err != nil {
+		t.Fatalf("BatchDelete: %v", err)
+	}
+	if len(results) != len(del) {
+		t.Fatalf("BatchDelete answered %d results for %d names", len(results), len(del))
+	}
+	for i, r := range results {
+		if r.Name != del[i] || r.Err != nil || !r.Deleted {
+			t.Fatalf("result %d = %+v; want %s deleted", i, r, del[i])
+		}
+	}
+	if names, err := c.List(ctx); err != nil || len(names) != 0 {
+		t.Errorf("List after BatchDelete = %v, %v", names, err)
+	}
+}
