@@ -1,8 +1,15 @@
 // Package client is a typed Go client of the nebula-credential secrets
 // engine: the CredentialManager API (create, get, get token, update,
 // delete, refresh, rotate, rotation policies, interactive flows, cache,
-// health, metrics, audit, batch operations, configuration) over Vault's HTTP
-// API, through github.com/hashicorp/vault/api.
+// health, metrics, audit, batch operations, mirror targets, configuration)
+// over Vault's (or OpenBao's) HTTP API, through
+// github.com/hashicorp/vault/api.
+//
+// NewFromEnv builds a Client from VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE
+// and NEBULA_MOUNT; New wraps a Vault API client of your own. WithRetry
+// retries the failures worth retrying (Error.Retryable) without repeating
+// what would call a provider again; BatchCreate and BatchDelete split
+// large inputs into requests a listener accepts.
 //
 // Every method takes a context and answers typed values. Failures the
 // engine reports are *Error values whose Kind mirrors the engine's error

@@ -181,7 +181,9 @@ func (w *flowWire) flow(warnings []string) *Flow {
 // (device_code) and poll GetFlow.
 func (c *Client) StartFlow(ctx context.Context, in FlowInput) (*Flow, error) {
 	var w flowWire
-	warnings, err := c.write(ctx, once, c.mount+"/flows/start", in.body(), &w)
+	// Replayable: a repeated start makes another pending flow, and the
+	// one whose answer was lost expires unused.
+	warnings, err := c.write(ctx, replayable, c.mount+"/flows/start", in.body(), &w)
 	if err != nil {
 		return nil, err
 	}

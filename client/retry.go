@@ -36,8 +36,8 @@ const (
 	// with an idempotency key.
 	replayable replay = true
 	// once requests act each time they reach the engine (rotate, refresh,
-	// flows, creates without an idempotency key): retried only when the
-	// failure shows that the engine did not see them.
+	// completing a flow, creates without an idempotency key): retried only
+	// when the failure shows that the engine did not see them.
 	once replay = false
 )
 
@@ -71,15 +71,18 @@ func replayIf(ok bool) replay {
 // Requests that act each time they run are retried only when the failure
 // shows that the engine did not see them: the connection could not be
 // made, Vault's rate limit (429) or Vault's own 503 (sealed, standby; no
-// engine code). These are Rotate, Refresh, RefreshDue, StartFlow,
-// CompleteFlow, and Create, Update and BatchCreate unless every credential
-// they write has an IdempotencyKey (the engine answers a repeated write
-// with the same key and input with the first one's id and changes
-// nothing). Everything else (reads, deletes, BatchDelete, writes of
-// configuration, providers, rotation policies and mirror targets, GetToken
-// with a caller context, ExportAudit) is retried on every retryable
-// failure; a repeated BatchDelete reports Deleted false for the
-// credentials the lost attempt deleted.
+// engine code). These are Rotate, Refresh, RefreshDue, CompleteFlow (a
+// code works once), and Create, Update and BatchCreate unless every
+// credential they write has an IdempotencyKey (the engine answers a
+// repeated write with the same key and input with the first one's id and
+// changes nothing; keys are unique in the mount, so use one per
+// credential). Everything else is retried on every retryable failure:
+// reads (GetToken included, with or without a caller context), deletes,
+// BatchDelete, writes of configuration, providers, rotation policies and
+// mirror targets, ExportAudit, and StartFlow (a repeated start makes
+// another pending flow; one whose answer was lost expires unused). A
+// repeated BatchDelete reports Deleted false for the credentials a lost
+// attempt deleted.
 //
 // Set the Vault client's own retries to zero (vc.SetMaxRetries(0);
 // NewFromEnv does) or both policies apply.

@@ -95,10 +95,10 @@ func TestRetry(t *testing.T) {
 }
 
 // TestRetryWrites: writes that act each time they run (rotate, refresh,
-// creates without an idempotency key) are retried only on answers that
-// show the engine did not see them (Vault's own 503, 429); creates with
-// an idempotency key and other replayable writes on every retryable
-// failure.
+// completing a flow, creates without an idempotency key) are retried only
+// on answers that show the engine did not see them (Vault's own 503, 429);
+// creates with an idempotency key and other replayable writes (rotation
+// policies, starting a flow) on every retryable failure.
 func TestRetryWrites(t *testing.T) {
 	t.Parallel()
 	engine503 := vaultError(503, "unavailable: the authorization server did not accept the code")
@@ -119,7 +119,9 @@ func TestRetryWrites(t *testing.T) {
 		return func(ctx context.Context, c *client.Client) error {
 			items := plainBatchItems("retry", 3)
 			for i := range items {
-				items[i].IdempotencyKey = key
+				if key != "" {
+					items[i].IdempotencyKey = key + "/" + items[i].Name
+				}
 			}
 			_, err := c.BatchCreate(ctx, items)
 			return err
@@ -127,6 +129,14 @@ func TestRetryWrites(t *testing.T) {
 	}
 	setPolicy := func(ctx context.Context, c *client.Client) error {
 		_, err := c.SetRotationPolicy(ctx, "x", client.RotationPolicy{Interval: time.Hour})
+		return err
+	}
+	startFlow := func(ctx context.Context, c *client.Client) error {
+		_, err := c.StartFlow(ctx, client.FlowInput{Name: "x", Provider: "github", ClientID: "app"})
+		return err
+	}
+	completeFlow := func(ctx context.Context, c *client.Client) error {
+		_, err := c.CompleteFlow(ctx, "f1", "code", "state")
 		return err
 	}
 	tests := []struct {
@@ -148,6 +158,8 @@ func TestRetryWrites(t *testing.T) {
 		{"batch without keys, storage_error", batch(""), storage, loopAnswer{}, 1},
 		{"batch with keys, storage_error", batch("import-8"), storage, loopAnswer{}, 2},
 		{"rotation policy, storage_error", setPolicy, storage, vaultData(map[string]any{"interval": 3600}), 2},
+		{"start flow, engine unavailable", startFlow, engine503, vaultData(map[string]any{"flow_id": "f1", "status": "pending"}), 2},
+		{"complete flow, engine unavailable", completeFlow, engine503, vaultData(map[string]any{"flow_id": "f1", "status": "completed"}), 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
