@@ -56,8 +56,9 @@ func Example() {
 }
 
 // A client from the environment (VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE,
-// NEBULA_MOUNT) that retries unavailable, storage and rate-limit failures
-// up to three times in all, waiting 200ms, then 400ms.
+// NEBULA_MOUNT) that makes up to three attempts of a request failing with
+// unavailable, storage_error or a rate limit, waiting up to 200ms, then up
+// to 400ms.
 func ExampleNewFromEnv() {
 	c, err := client.NewFromEnv(client.WithRetry(3, 200*time.Millisecond))
 	if err != nil {
