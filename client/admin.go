@@ -97,7 +97,7 @@ func (c *Client) SetConfig(ctx context.Context, cfg Config) (*Config, error) {
 		"default_token_lifetime": int64(cfg.DefaultTokenLifetime / time.Second),
 	}
 	var w configWire
-	if _, err := c.write(ctx, c.mount+"/config", body, &w); err != nil {
+	if _, err := c.write(ctx, replayable, c.mount+"/config", body, &w); err != nil {
 		return nil, err
 	}
 	return w.config(), nil
@@ -285,7 +285,7 @@ func (c *Client) SetProvider(ctx context.Context, p Provider) (*Provider, error)
 		"revocation_url": p.RevocationURL, "scopes": scopes, "pkce": p.PKCE, "auth_style": style,
 	}
 	var out Provider
-	if _, err := c.write(ctx, path, body, &out); err != nil {
+	if _, err := c.write(ctx, replayable, path, body, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -1,8 +1,15 @@
 // Package client is a typed Go client of the nebula-credential secrets
 // engine: the CredentialManager API (create, get, get token, update,
 // delete, refresh, rotate, rotation policies, interactive flows, cache,
-// health, metrics, audit, batch operations, configuration) over Vault's HTTP
-// API, through github.com/hashicorp/vault/api.
+// health, metrics, audit, batch operations, mirror targets, configuration)
+// over Vault's (or OpenBao's) HTTP API, through
+// github.com/hashicorp/vault/api.
+//
+// NewFromEnv builds a Client from VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE
+// and NEBULA_MOUNT; New wraps a Vault API client of your own. WithRetry
+// retries the failures worth retrying (Error.Retryable) without repeating
+// what would call a provider again; BatchCreate and BatchDelete split
+// large inputs into requests a listener accepts.
 //
 // Every method takes a context and answers typed values. Failures the
 // engine reports are *Error values whose Kind mirrors the engine's error
@@ -39,9 +46,16 @@ const maxResponse = 256 << 20
 type Client struct {
 	vc    *api.Client
 	mount string // without leading or trailing slashes
+
+	retry retryPolicy // WithRetry; no retries when attempts <= 1
+
+	// batchItems and batchStrings bound one batch request: items per
+	// request and JSON strings per body (WithBatchChunkSize,
+	// WithBatchMaxStrings).
+	batchItems, batchStrings int
 }
 
-// Option changes how New sets up a Client.
+// Option changes how New or NewFromEnv sets up a Client.
 type Option func(*Client)
 
 // WithMount sets the engine's mount path, e.g. "secrets/nebula"; leading
@@ -52,10 +66,11 @@ func WithMount(path string) Option {
 
 // New returns a Client of the engine mounted in the Vault that vc talks
 // to, with vc's address, token, namespace, timeout and retry policy. Note
-// that the Vault client's default policy retries 5xx answers, so an
-// engine's refresh_failed or rotation_failed (502) is retried MaxRetries
-// times, calling the upstream again; set MaxRetries (or CheckRetry) to
-// taste.
+// that the Vault client's default policy (api.DefaultConfig) retries 5xx
+// answers, so an engine's refresh_failed or rotation_failed (502) is
+// retried MaxRetries times, calling the upstream again: prefer
+// vc.SetMaxRetries(0) with WithRetry, whose policy knows the engine's
+// error kinds (NewFromEnv does that).
 func New(vc *api.Client, opts ...Option) *Client {
 	c := &Client{vc: vc, mount: DefaultMount}
 	for _, opt := range opts {
@@ -63,6 +78,12 @@ func New(vc *api.Client, opts ...Option) *Client {
 	}
 	if c.mount == "" {
 		c.mount = DefaultMount
+	}
+	if c.batchItems <= 0 {
+		c.batchItems = DefaultBatchChunkSize
+	}
+	if c.batchStrings == 0 {
+		c.batchStrings = DefaultBatchMaxStrings
 	}
 	return c
 }
@@ -92,15 +113,33 @@ func (c *Client) pathOf(segments ...string) (string, error) {
 }
 
 // read GETs path with query params and decodes the response's data into
-// out (when not nil). It answers the response's warnings.
+// out (when not nil). It answers the response's warnings. Reads are
+// replayable.
 func (c *Client) read(ctx context.Context, path string, params url.Values, out any) ([]string, error) {
-	resp, err := c.vc.Logical().ReadRawWithDataWithContext(ctx, path, params)
-	return decodeResponse("read "+path, resp, err, out)
+	var warnings []string
+	err := c.withRetry(ctx, replayable, func() error {
+		resp, err := c.vc.Logical().ReadRawWithDataWithContext(ctx, path, params)
+		warnings, err = decodeResponse("read "+path, resp, err, out)
+		return err
+	})
+	return warnings, err
 }
 
 // write PUTs body as JSON to path and decodes the response's data into out
-// (when not nil).
-func (c *Client) write(ctx context.Context, path string, body map[string]any, out any) ([]string, error) {
+// (when not nil); r says whether WithRetry may send it again after a
+// failure that may have reached the engine.
+func (c *Client) write(ctx context.Context, r replay, path string, body map[string]any, out any) ([]string, error) {
+	var warnings []string
+	err := c.withRetry(ctx, r, func() error {
+		var err error
+		warnings, err = c.writeOnce(ctx, path, body, out)
+		return err
+	})
+	return warnings, err
+}
+
+// writeOnce is one request of write.
+func (c *Client) writeOnce(ctx context.Context, path string, body map[string]any, out any) ([]string, error) {
 	if body == nil {
 		body = map[string]any{}
 	}
@@ -123,18 +162,24 @@ func (c *Client) write(ctx context.Context, path string, body map[string]any, ou
 	return secret.Warnings, nil
 }
 
-// delete DELETEs path.
+// delete DELETEs path. Deletes are replayable: deleting what is gone
+// succeeds.
 func (c *Client) delete(ctx context.Context, path string) error {
-	resp, err := c.vc.Logical().DeleteRawWithContext(ctx, path)
-	_, err = decodeResponse("delete "+path, resp, err, nil)
-	return err
+	return c.withRetry(ctx, replayable, func() error {
+		resp, err := c.vc.Logical().DeleteRawWithContext(ctx, path)
+		_, err = decodeResponse("delete "+path, resp, err, nil)
+		return err
+	})
 }
 
 // list lists the keys under path (a path ending in "/"). An empty list is
 // Vault's 404 without error messages.
 func (c *Client) list(ctx context.Context, path string, out any) error {
-	resp, err := c.vc.Logical().ReadRawWithDataWithContext(ctx, path, url.Values{"list": {"true"}})
-	_, err = decodeResponse("list "+path, resp, err, out)
+	err := c.withRetry(ctx, replayable, func() error {
+		resp, err := c.vc.Logical().ReadRawWithDataWithContext(ctx, path, url.Values{"list": {"true"}})
+		_, err = decodeResponse("list "+path, resp, err, out)
+		return err
+	})
 	var e *Error
 	if errors.As(err, &e) && e.Status == http.StatusNotFound && e.Code == "" && e.Message == http.StatusText(http.StatusNotFound) {
 		return nil

@@ -418,7 +418,7 @@ func (c *Client) Create(ctx context.Context, name string, in CreateInput) (*Cred
 		return nil, err
 	}
 	var w credentialWire
-	if _, err := c.write(ctx, path, body, &w); err != nil {
+	if _, err := c.write(ctx, replayIf(in.IdempotencyKey != ""), path, body, &w); err != nil {
 		return nil, err
 	}
 	return w.credential(), nil
@@ -464,7 +464,7 @@ func (c *Client) Update(ctx context.Context, name string, in UpdateInput) (*Cred
 		return nil, err
 	}
 	var w credentialWire
-	if _, err := c.write(ctx, path, body, &w); err != nil {
+	if _, err := c.write(ctx, replayIf(in.IdempotencyKey != ""), path, body, &w); err != nil {
 		return nil, err
 	}
 	return w.credential(), nil

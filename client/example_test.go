@@ -7,6 +7,7 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/hashicorp/vault/api"
 
@@ -52,4 +53,49 @@ func Example() {
 		log.Fatal(err)
 	}
 	fmt.Println(tok) // prints Value: [REDACTED], never the key
+}
+
+// A client from the environment (VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE,
+// NEBULA_MOUNT) that makes up to three attempts of a request failing with
+// unavailable, storage_error or a rate limit, waiting up to 200ms, then up
+// to 400ms.
+func ExampleNewFromEnv() {
+	c, err := client.NewFromEnv(client.WithRetry(3, 200*time.Millisecond))
+	if err != nil {
+		log.Fatal(err)
+	}
+	tok, err := c.GetToken(context.Background(), "github", nil)
+	var e *client.Error
+	switch {
+	case errors.As(err, &e) && e.Retryable():
+		log.Fatalf("still failing after retries: %v", err)
+	case err != nil:
+		log.Fatal(err)
+	}
+	fmt.Println(tok.HeaderName)
+}
+
+// Import many credentials; the client sends them in requests of at most
+// 100 items (and OpenBao's default 1,000 JSON strings) and answers one
+// result per item, in order. An idempotency key per item (keys are unique
+// in the mount) makes the import safe to run again, and lets WithRetry
+// retry its requests.
+func ExampleClient_BatchCreate() {
+	c, err := client.NewFromEnv(client.WithBatchChunkSize(100))
+	if err != nil {
+		log.Fatal(err)
+	}
+	items := []client.BatchItem{
+		{Name: "billing-api", CreateInput: client.CreateInput{APIKey: &client.APIKey{Key: client.NewSecret(os.Getenv("BILLING_KEY"))}, IdempotencyKey: "import-2026-12/billing-api"}},
+		{Name: "crm-api", CreateInput: client.CreateInput{Bearer: &client.Bearer{Token: client.NewSecret(os.Getenv("CRM_TOKEN"))}, IdempotencyKey: "import-2026-12/crm-api"}},
+	}
+	results, err := c.BatchCreate(context.Background(), items)
+	if err != nil {
+		log.Fatalf("after %d results: %v", len(results), err)
+	}
+	for _, r := range results {
+		if r.Err != nil {
+			log.Printf("%s: %v", r.Name, r.Err)
+		}
+	}
 }

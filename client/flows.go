@@ -181,7 +181,9 @@ func (w *flowWire) flow(warnings []string) *Flow {
 // (device_code) and poll GetFlow.
 func (c *Client) StartFlow(ctx context.Context, in FlowInput) (*Flow, error) {
 	var w flowWire
-	warnings, err := c.write(ctx, c.mount+"/flows/start", in.body(), &w)
+	// Replayable: a repeated start makes another pending flow, and the
+	// one whose answer was lost expires unused.
+	warnings, err := c.write(ctx, replayable, c.mount+"/flows/start", in.body(), &w)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +215,7 @@ func (c *Client) CompleteFlow(ctx context.Context, id, code, state string) (*Flo
 		return nil, err
 	}
 	var w flowWire
-	warnings, err := c.write(ctx, path, map[string]any{"code": code, "state": state}, &w)
+	warnings, err := c.write(ctx, once, path, map[string]any{"code": code, "state": state}, &w)
 	if err != nil {
 		return nil, err
 	}

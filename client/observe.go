@@ -263,7 +263,7 @@ func (c *Client) ExportAudit(ctx context.Context, f AuditFilter, format string) 
 		ContentType string `json:"content_type"`
 		Count       int    `json:"count"`
 	}
-	if _, err := c.write(ctx, c.mount+"/audit/export", body, &w); err != nil {
+	if _, err := c.write(ctx, replayable, c.mount+"/audit/export", body, &w); err != nil {
 		return nil, err
 	}
 	data, err := base64.StdEncoding.DecodeString(w.Report)

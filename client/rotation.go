@@ -44,7 +44,7 @@ func (c *Client) Rotate(ctx context.Context, name string, values map[string]stri
 		PreviousID string `json:"previous_id"`
 		Version    int    `json:"version"`
 	}
-	if _, err := c.write(ctx, path, body, &w); err != nil {
+	if _, err := c.write(ctx, once, path, body, &w); err != nil {
 		return nil, err
 	}
 	return &RotateResult{Credential: name, ID: w.ID, PreviousID: w.PreviousID, Version: w.Version}, nil
@@ -183,7 +183,7 @@ func (c *Client) writeRotation(ctx context.Context, name string, body map[string
 		return nil, err
 	}
 	var w rotationWire
-	if _, err := c.write(ctx, path, body, &w); err != nil {
+	if _, err := c.write(ctx, replayable, path, body, &w); err != nil {
 		return nil, err
 	}
 	return w.status(), nil

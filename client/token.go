@@ -310,7 +310,7 @@ func (c *Client) GetToken(ctx context.Context, name string, caller *CallerContex
 		setString(body, "execution_id", caller.ExecutionID)
 		setString(body, "workflow_id", caller.WorkflowID)
 		setString(body, "user_id", caller.UserID)
-		_, err = c.write(ctx, path, body, &w)
+		_, err = c.write(ctx, replayable, path, body, &w)
 	}
 	if err != nil {
 		return nil, err
@@ -341,7 +341,7 @@ func (c *Client) Refresh(ctx context.Context, name string) (*Token, error) {
 		return nil, err
 	}
 	var w tokenWire
-	if _, err := c.write(ctx, path, nil, &w); err != nil {
+	if _, err := c.write(ctx, once, path, nil, &w); err != nil {
 		return nil, err
 	}
 	return w.token(name), nil
@@ -373,7 +373,7 @@ func (c *Client) RefreshDue(ctx context.Context) (*RefreshResult, error) {
 			Error string `json:"error"`
 		} `json:"failed"`
 	}
-	if _, err := c.write(ctx, c.mount+"/refresh", nil, &w); err != nil {
+	if _, err := c.write(ctx, once, c.mount+"/refresh", nil, &w); err != nil {
 		return nil, err
 	}
 	res := &RefreshResult{Refreshed: w.Refreshed}
