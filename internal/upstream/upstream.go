@@ -53,7 +53,7 @@ func New(policy HostPolicy, roots *x509.CertPool) *Client {
 	}
 	transport.TLSHandshakeTimeout = 5 * time.Second
 	transport.ResponseHeaderTimeout = DefaultTimeout
-	return &Client{
+	return limitHosts(&Client{
 		http: &http.Client{
 			Timeout:   DefaultTimeout,
 			Transport: &policyTransport{next: transport, policy: policy},
@@ -69,7 +69,7 @@ func New(policy HostPolicy, roots *x509.CertPool) *Client {
 		},
 		Attempts: DefaultAttempts,
 		Backoff:  DefaultBackoff,
-	}
+	})
 }
 
 // HTTPClient is the policy-enforcing HTTP client, for other upstream calls
