@@ -48,6 +48,9 @@ type Config struct {
 	// DefaultTokenLifetime is assumed for tokens whose issuer omits
 	// expires_in.
 	DefaultTokenLifetime time.Duration `json:"default_token_lifetime"`
+	// UpstreamConcurrencyPerHost bounds the requests in flight to one
+	// upstream host (upstream.HostLimiter).
+	UpstreamConcurrencyPerHost int `json:"upstream_concurrency_per_host"`
 }
 
 // Limits of configuration values.
@@ -67,6 +70,8 @@ func DefaultConfig() *Config {
 		AuditRetention:       30 * 24 * time.Hour,
 		FlowTTL:              10 * time.Minute,
 		DefaultTokenLifetime: time.Hour,
+
+		UpstreamConcurrencyPerHost: 8,
 	}
 }
 
@@ -91,6 +96,9 @@ func (c *Config) validate() error {
 	}
 	if c.DefaultTokenLifetime < time.Second || c.DefaultTokenLifetime > 30*24*time.Hour {
 		errs = append(errs, fmt.Errorf("field %q must be between 1s and 720h", "default_token_lifetime"))
+	}
+	if c.UpstreamConcurrencyPerHost < 1 || c.UpstreamConcurrencyPerHost > 1024 {
+		errs = append(errs, fmt.Errorf("field %q must be between 1 and 1024", "upstream_concurrency_per_host"))
 	}
 	errs = append(errs, validateHosts("allowed_hosts", c.AllowedHosts, false))
 	errs = append(errs, validateHosts("insecure_http_hosts", c.InsecureHTTPHosts, true))

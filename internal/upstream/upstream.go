@@ -47,10 +47,11 @@ const (
 )
 
 // New returns a Client whose requests go only where policy allows (see
-// NewTransport). roots, when not nil, replaces the system's trusted CAs
+// NewTransport), through a per-host limit of requests in flight
+// (HostLimiter). roots, when not nil, replaces the system's trusted CAs
 // (tests, private CAs).
 func New(policy Policy, roots *x509.CertPool) *Client {
-	return &Client{http: NewHTTPClient(policy, roots), Attempts: DefaultAttempts, Backoff: DefaultBackoff}
+	return limitHosts(&Client{http: NewHTTPClient(policy, roots), Attempts: DefaultAttempts, Backoff: DefaultBackoff})
 }
 
 // HTTPClient is the policy-enforcing HTTP client, for other upstream calls
