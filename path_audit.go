@@ -171,7 +171,7 @@ func renderJSON(events []auditEvent, _ time.Time) ([]byte, string, error) {
 
 // csvHeader names the CSV columns. Columns added later go at the end so
 // that consumers indexing columns by position keep working.
-var csvHeader = []string{"id", "time", "action", "credential", "version", "user", "entity_id", "execution_id", "workflow_id", "success", "error", "actor", "user_id"}
+var csvHeader = []string{"id", "time", "action", "credential", "version", "user", "entity_id", "execution_id", "workflow_id", "success", "error", "actor", "user_id", "request_id"}
 
 func (ev *auditEvent) row() []string {
 	version := ""
@@ -179,7 +179,7 @@ func (ev *auditEvent) row() []string {
 		version = strconv.Itoa(ev.Version)
 	}
 	return []string{ev.ID, ev.Time.UTC().Format(time.RFC3339Nano), ev.Action, ev.Credential, version, ev.User,
-		ev.EntityID, ev.ExecutionID, ev.WorkflowID, strconv.FormatBool(ev.Success), ev.Error, ev.actor(), ev.UserID}
+		ev.EntityID, ev.ExecutionID, ev.WorkflowID, strconv.FormatBool(ev.Success), ev.Error, ev.actor(), ev.UserID, ev.RequestID}
 }
 
 func renderCSV(events []auditEvent, _ time.Time) ([]byte, string, error) {
