@@ -27,6 +27,18 @@ type engineStats struct {
 	next         int             // guarded by mu; next ring slot
 
 	perCred sync.Map // credential name -> *credStats
+
+	// Counters by outcome, for metrics?format=prometheus. Keys are bounded:
+	// an error kind's code, a registered OAuth2 error code.
+	readFailures   sync.Map                             // error code -> *atomic.Int64
+	refreshes      sync.Map                             // refreshOutcome -> *atomic.Int64
+	refreshBuckets [len(refreshBucketBounds) + 1]uint64 // guarded by mu; refresh durations per bucket, the last one +Inf
+}
+
+// refreshOutcome keys the refresh counters; the zero value is success.
+type refreshOutcome struct {
+	code     string // the engine's error code, e.g. refresh_failed
+	upstream string // the token endpoint's OAuth2 error code, "other" or ""
 }
 
 // credStats are one credential's counters.
@@ -53,18 +65,27 @@ func (s *engineStats) observeRead(name string, now time.Time) {
 	cs.lastUsed.Store(now.UnixNano())
 }
 
+// observeReadFailure records a token read that failed.
+func (s *engineStats) observeReadFailure(err error) {
+	counter(&s.readFailures, errorCode(err)).Add(1)
+}
+
 // observeRefresh records one upstream token request.
 func (s *engineStats) observeRefresh(name string, now time.Time, d time.Duration, err error) {
 	s.refreshCount.Add(1)
 	cs := s.cred(name)
 	cs.refreshCount.Add(1)
 	cs.lastRefresh.Store(now.UnixNano())
+	outcome := refreshOutcome{}
 	if err != nil {
 		s.refreshFailures.Add(1)
+		outcome = refreshOutcome{errorCode(err), upstreamErrorCode(err)}
 	}
+	counter(&s.refreshes, outcome).Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.refreshTotal += d
+	s.refreshBuckets[refreshBucket(d)]++
 	if len(s.samples) < refreshSamples {
 		s.samples = append(s.samples, d)
 	} else {
