@@ -31,12 +31,13 @@ type engineStats struct {
 	// Counters by outcome, for metrics?format=prometheus. Keys are bounded:
 	// an error kind's code, a registered OAuth2 error code.
 	readFailures   sync.Map                             // error code -> *atomic.Int64
-	refreshes      sync.Map                             // refreshOutcome -> *atomic.Int64
+	refreshes      sync.Map                             // refreshLabels -> *atomic.Int64
 	refreshBuckets [len(refreshBucketBounds) + 1]uint64 // guarded by mu; refresh durations per bucket, the last one +Inf
 }
 
-// refreshOutcome keys the refresh counters; the zero value is success.
-type refreshOutcome struct {
+// refreshLabels keys the refresh counters by their labels; the zero value
+// is success.
+type refreshLabels struct {
 	code     string // the engine's error code, e.g. refresh_failed
 	upstream string // the token endpoint's OAuth2 error code, "other" or ""
 }
@@ -76,10 +77,10 @@ func (s *engineStats) observeRefresh(name string, now time.Time, d time.Duration
 	cs := s.cred(name)
 	cs.refreshCount.Add(1)
 	cs.lastRefresh.Store(now.UnixNano())
-	outcome := refreshOutcome{}
+	outcome := refreshLabels{}
 	if err != nil {
 		s.refreshFailures.Add(1)
-		outcome = refreshOutcome{errorCode(err), upstreamErrorCode(err)}
+		outcome = refreshLabels{errorCode(err), upstreamErrorCode(err)}
 	}
 	counter(&s.refreshes, outcome).Add(1)
 	s.mu.Lock()

@@ -102,11 +102,23 @@ func upstreamErrorCode(err error) string {
 	return "other"
 }
 
-// upstreamInFlight reports the upstream requests in flight per host (the
-// host of a token or revocation URL, never a path or query). It answers
-// nil until the per-host limiter of internal/upstream is wired here; the
-// nebula_upstream_requests_in_flight family is then empty.
-func (b *backend) upstreamInFlight() map[string]int { return nil }
+// upstreamHosts reports the token client's requests in flight and waiting
+// for a slot per host (host:port of a token or revocation URL, never a path
+// or query), from its per-host limiter. A host shows while it has requests
+// in flight or waiting, or is paused by a Retry-After.
+func (b *backend) upstreamHosts() map[string]upstream.HostStats {
+	b.upstreamMu.Lock()
+	c := b.upstreamClient
+	b.upstreamMu.Unlock()
+	if c == nil {
+		return nil
+	}
+	l := c.HostLimiter()
+	if l == nil {
+		return nil
+	}
+	return l.Stats()
+}
 
 // storedCounts is what a scrape counts in storage.
 type storedCounts struct {
@@ -166,7 +178,9 @@ var (
 	descRefreshDuration = prometheus.NewDesc("nebula_refresh_duration_seconds",
 		"Duration of upstream token requests.", nil, nil)
 	descInFlight = prometheus.NewDesc("nebula_upstream_requests_in_flight",
-		"Upstream requests in flight, by host.", []string{"host"}, nil)
+		"Token endpoint requests in flight, by host (host:port).", []string{"host"}, nil)
+	descWaiting = prometheus.NewDesc("nebula_upstream_requests_waiting",
+		"Token endpoint requests waiting for one of the host's slots (config upstream_concurrency_per_host), by host (host:port).", []string{"host"}, nil)
 	descRotations = prometheus.NewDesc("nebula_rotations_total",
 		"Credential rotations, by outcome (success, failure).", []string{"outcome"}, nil)
 	descCredentials = prometheus.NewDesc("nebula_credentials",
@@ -193,7 +207,7 @@ type engineCollector struct {
 // Describe implements prometheus.Collector.
 func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descTokenReads, descCacheHits, descCacheMisses, descCacheSize, descRefreshes,
-		descRefreshDuration, descInFlight, descRotations, descCredentials, descFlows, descMirrors,
+		descRefreshDuration, descInFlight, descWaiting, descRotations, descCredentials, descFlows, descMirrors,
 		descAuditBuffered, descAuditDropped, descAuditFailing} {
 		ch <- d
 	}
@@ -215,9 +229,9 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	constant(descCacheMisses, prometheus.CounterValue, float64(st.cacheMisses.Load()))
 	constant(descCacheSize, prometheus.GaugeValue, float64(c.b.cache.Len()))
 
-	constant(descRefreshes, prometheus.CounterValue, float64(counter(&st.refreshes, refreshOutcome{}).Load()), "success", "", "")
+	constant(descRefreshes, prometheus.CounterValue, float64(counter(&st.refreshes, refreshLabels{}).Load()), "success", "", "")
 	st.refreshes.Range(func(k, v any) bool {
-		if key := k.(refreshOutcome); key != (refreshOutcome{}) {
+		if key := k.(refreshLabels); key != (refreshLabels{}) {
 			constant(descRefreshes, prometheus.CounterValue, float64(v.(*atomic.Int64).Load()), "failure", key.code, key.upstream)
 		}
 		return true
@@ -225,8 +239,9 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	count, sum, buckets := st.refreshHistogram()
 	ch <- prometheus.MustNewConstHistogram(descRefreshDuration, count, sum, buckets)
 
-	for host, n := range c.b.upstreamInFlight() {
-		constant(descInFlight, prometheus.GaugeValue, float64(n), host)
+	for host, hs := range c.b.upstreamHosts() {
+		constant(descInFlight, prometheus.GaugeValue, float64(hs.InFlight), host)
+		constant(descWaiting, prometheus.GaugeValue, float64(hs.Waiting), host)
 	}
 
 	failures := st.rotationFailures.Load()

@@ -225,3 +225,31 @@ func TestRefreshBuckets(t *testing.T) {
 	require.EqualValues(t, 3, buckets[5])
 	require.EqualValues(t, 3, buckets[30], "a minute is only in +Inf")
 }
+
+func TestMetricsPrometheusUpstreamInFlight(t *testing.T) {
+	e, h := newHangingEnv(t)
+	h.blocking.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.request(t, logical.ReadOperation, "token/a", nil)
+		done <- err
+	}()
+	h.waitArrival(t)
+
+	host := h.Listener.Addr().String()
+	_, families := scrape(t, e)
+	require.EqualValues(t, 1, sample(t, families, "nebula_upstream_requests_in_flight", "host", host))
+	require.EqualValues(t, 0, sample(t, families, "nebula_upstream_requests_waiting", "host", host))
+
+	h.unblock()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(testWait):
+		t.Fatal("the token read did not finish")
+	}
+	_, families = scrape(t, e)
+	for _, m := range families["nebula_upstream_requests_in_flight"].GetMetric() {
+		require.Zero(t, m.GetGauge().GetValue(), "nothing in flight once answered")
+	}
+}
