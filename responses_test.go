@@ -17,7 +17,8 @@ import (
 
 // validateResponse checks a successful answer against the response schema
 // its operation declares (responses.go), in strict mode: every field must
-// be declared, every Required one present. testEnv.request calls it for
+// be declared, every Required one present, and each of the JSON kind its
+// type stands for (requireJSONKinds). testEnv.request calls it for
 // every request of the path tests, so a field added to an answer without a
 // schema fails the suite.
 //
@@ -41,7 +42,73 @@ func (e *testEnv) validateResponse(tb testing.TB, op logical.Operation, path str
 			return
 		}
 	}
-	schema.ValidateResponse(t, schema.GetResponseSchema(t, route, op), resp, true)
+	declared := schema.GetResponseSchema(t, route, op)
+	schema.ValidateResponse(t, declared, resp, true)
+	if resp != nil {
+		requireJSONKinds(t, route.Pattern, op, declared, resp.Data)
+	}
+}
+
+// requireJSONKinds checks that each answered field has the JSON kind its
+// declared type stands for (the framework's validation converts weakly: a
+// number passes as a string, "1" as an int). null passes for every type.
+func requireJSONKinds(t *testing.T, pattern string, op logical.Operation, declared *framework.Response, data map[string]any) {
+	t.Helper()
+	raw, err := json.Marshal(data)
+	require.NoError(t, err)
+	var decoded map[string]any
+	require.NoError(t, json.Unmarshal(raw, &decoded))
+	for name, v := range decoded {
+		f, ok := declared.Fields[name]
+		if !ok || v == nil {
+			continue
+		}
+		if !jsonKindFits(f.Type, v) {
+			t.Fatalf("%s %s: field %q is %T (%v), which does not fit its declared type %s", op, pattern, name, v, v, f.Type)
+		}
+	}
+}
+
+// jsonKindFits reports whether a decoded JSON value has the kind of a
+// response field type.
+func jsonKindFits(ft framework.FieldType, v any) bool {
+	switch ft {
+	case framework.TypeString, framework.TypeLowerCaseString, framework.TypeNameString, framework.TypeTime:
+		_, ok := v.(string)
+		return ok
+	case framework.TypeInt, framework.TypeInt64:
+		n, ok := v.(float64)
+		return ok && n == float64(int64(n))
+	case framework.TypeFloat:
+		_, ok := v.(float64)
+		return ok
+	case framework.TypeBool:
+		_, ok := v.(bool)
+		return ok
+	case framework.TypeStringSlice, framework.TypeCommaStringSlice:
+		list, ok := v.([]any)
+		for _, item := range list {
+			if _, isString := item.(string); !isString {
+				return false
+			}
+		}
+		return ok
+	case framework.TypeSlice:
+		_, ok := v.([]any)
+		return ok
+	case framework.TypeMap:
+		_, ok := v.(map[string]any)
+		return ok
+	case framework.TypeKVPairs:
+		m, ok := v.(map[string]any)
+		for _, item := range m {
+			if _, isString := item.(string); !isString {
+				return false
+			}
+		}
+		return ok
+	}
+	return true // other types: the framework's conversion decides
 }
 
 // requireRawDeclared checks that a raw-body answer's status and media type
