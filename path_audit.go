@@ -45,7 +45,7 @@ func pathAudit(b *backend) []*framework.Path {
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationSuffix: "audit-events"},
 			Fields:       auditFilterFields,
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ReadOperation: &framework.PathOperation{Callback: b.pathAuditRead},
+				logical.ReadOperation: &framework.PathOperation{Callback: b.pathAuditRead, Responses: auditResponses},
 			},
 			HelpSynopsis:    "Query the engine's audit trail.",
 			HelpDescription: fmt.Sprintf("Returns events newest first, filtered by credential, action, user (the Vault identity), user_id (the caller's claim) and time, with a next cursor for paging. One request reads at most %d storage entries and about %d events of the trail, newest hour first: when it stops before filling the page it answers the events found, next (continue with cursor=next) and searched_back_to (everything newer was searched). since and until narrow the hours read. Each event names the Vault identity (actor, entity_id) apart from the caller's claims (user_id, execution_id, workflow_id). Events never hold secret values.", auditMaxReads, auditMaxScanned),
@@ -55,7 +55,7 @@ func pathAudit(b *backend) []*framework.Path {
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationVerb: "export", OperationSuffix: "audit-events"},
 			Fields:       exportFields,
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathAuditExport},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathAuditExport, Responses: auditExportResponses},
 			},
 			HelpSynopsis:    "Export the audit trail as JSON, CSV or PDF.",
 			HelpDescription: "Takes the same filter as audit and returns report (base64), content_type, count and next (non-empty when the export stopped at its bound of storage reads; export again with cursor=next for older events).",

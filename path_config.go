@@ -30,8 +30,8 @@ func pathConfig(b *backend) *framework.Path {
 			"default_token_lifetime": {Type: framework.TypeDurationSecond, Description: "Lifetime assumed for tokens whose issuer omits expires_in.", Default: "1h"},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation:   &framework.PathOperation{Callback: b.pathConfigRead},
-			logical.UpdateOperation: &framework.PathOperation{Callback: b.pathConfigWrite},
+			logical.ReadOperation:   &framework.PathOperation{Callback: b.pathConfigRead, Responses: configResponses},
+			logical.UpdateOperation: &framework.PathOperation{Callback: b.pathConfigWrite, Responses: configResponses},
 		},
 		HelpSynopsis:    "Configure the token cache, upstream security and the audit trail.",
 		HelpDescription: "Reads or changes the engine's configuration. A write changes only the fields it names; the others keep their values.",

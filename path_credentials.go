@@ -82,7 +82,7 @@ func pathCredentials(b *backend) []*framework.Path {
 			Pattern:      "creds/?$",
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationSuffix: "credentials"},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ListOperation: &framework.PathOperation{Callback: b.pathCredsList},
+				logical.ListOperation: &framework.PathOperation{Callback: b.pathCredsList, Responses: listResponses("names of the credentials")},
 			},
 			HelpSynopsis:    "List credentials.",
 			HelpDescription: "Lists the names of the credentials in this mount.",
@@ -95,10 +95,10 @@ func pathCredentials(b *backend) []*framework.Path {
 			Fields:         credentialSchema(),
 			ExistenceCheck: b.credentialExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.CreateOperation: &framework.PathOperation{Callback: b.pathCredsWrite},
-				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathCredsWrite},
-				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathCredsRead},
-				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathCredsDelete},
+				logical.CreateOperation: &framework.PathOperation{Callback: b.pathCredsWrite, Responses: credentialResponses},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathCredsWrite, Responses: credentialResponses},
+				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathCredsRead, Responses: credentialResponses},
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathCredsDelete, Responses: respNoContent},
 			},
 			HelpSynopsis:    "Create, read, update and delete a credential.",
 			HelpDescription: credsHelp,
