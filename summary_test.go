@@ -1,0 +1,353 @@
+package nebula
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/stretchr/testify/require"
+
+	"github.com/nebula-credential/nebula-credential/test/harness/oauthserver"
+)
+
+// The scan implementation of health and metrics, as it was before the
+// summaries: the oracle the summary answers are compared with.
+
+// scanAllCredentials visits every credential's metadata.
+func scanAllCredentials(ctx context.Context, s logical.Storage, visit func(*credential)) error {
+	names, err := s.List(ctx, credsPrefix)
+	if err != nil {
+		return storageError("listing credentials", err)
+	}
+	for _, name := range names {
+		c, err := loadCredential(ctx, s, name)
+		if err != nil {
+			return err
+		}
+		if c != nil {
+			visit(c)
+		}
+	}
+	return nil
+}
+
+// scanMirrorHealth reports mirror errors from a scan of the mirror states.
+func scanMirrorHealth(ctx context.Context, b *backend, s logical.Storage) []healthIssue {
+	var issues []healthIssue
+	_ = b.eachMirrorState(ctx, s, func(name, target string, st *mirrorState) {
+		if st.LastError != "" {
+			issues = append(issues, healthIssue{Credential: name, Target: target, Kind: "mirror_error", Message: st.LastError})
+		}
+	})
+	return issues
+}
+
+// scanHealthRead is the health answer computed by scanning storage.
+func scanHealthRead(ctx context.Context, b *backend, s logical.Storage) map[string]any {
+	now := b.now()
+	issues := []healthIssue{}
+	err := scanAllCredentials(ctx, s, func(c *credential) {
+		issues = append(issues, credentialIssues(c, now)...)
+	})
+	status := healthHealthy
+	switch {
+	case err != nil:
+		status = healthUnhealthy
+		issues = append(issues, healthIssue{Kind: "storage_error", Message: err.Error()})
+	case len(issues) > 0:
+		status = healthDegraded
+	}
+	issues = append(issues, scanMirrorHealth(ctx, b, s)...)
+	issues = append(issues, b.auditHealthIssues(now)...)
+	if status == healthHealthy && len(issues) > 0 {
+		status = healthDegraded
+	}
+	list := make([]map[string]any, 0, len(issues))
+	for _, is := range issues {
+		m := map[string]any{"kind": is.Kind, "message": is.Message}
+		if is.Credential != "" {
+			m["credential"] = is.Credential
+		}
+		if is.Target != "" {
+			m["target"] = is.Target
+		}
+		list = append(list, m)
+	}
+	return map[string]any{"status": status, "issues": list, "checked_at": now.UTC().Format(time.RFC3339)}
+}
+
+// scanTotals are the metrics totals computed by scanning storage.
+func scanTotals(ctx context.Context, s logical.Storage) (int, map[string]int, error) {
+	byType := map[string]int{}
+	total := 0
+	err := scanAllCredentials(ctx, s, func(c *credential) {
+		total++
+		byType[c.Type]++
+	})
+	return total, byType, err
+}
+
+// requireSameAsScan compares the health and metrics answers with the
+// scan's.
+func requireSameAsScan(tb testing.TB, e *testEnv, step string) {
+	tb.Helper()
+	ctx := context.Background()
+	want := scanHealthRead(ctx, e.b, e.storage)
+	got := e.mustRequest(tb, logical.ReadOperation, "health", nil).Data
+	require.Equal(tb, want, got, "health after %s", step)
+
+	total, byType, err := scanTotals(ctx, e.storage)
+	require.NoError(tb, err)
+	m := e.mustRequest(tb, logical.ReadOperation, "metrics", nil).Data
+	require.Equal(tb, total, m["total_credentials"], "total_credentials after %s", step)
+	require.Equal(tb, byType, m["credentials_by_type"], "credentials_by_type after %s", step)
+}
+
+// putRaw writes a credential's metadata straight to storage and tells the
+// backend the key changed, as replication does on another node.
+func putRaw(tb testing.TB, e *testEnv, c *credential) {
+	tb.Helper()
+	entry, err := logical.StorageEntryJSON(credKey(c.Name), c)
+	require.NoError(tb, err)
+	require.NoError(tb, e.storage.Storage.Put(context.Background(), entry))
+	e.b.invalidate(context.Background(), credKey(c.Name))
+}
+
+func mustLoad(tb testing.TB, e *testEnv, name string) *credential {
+	tb.Helper()
+	c, err := loadCredential(context.Background(), e.storage, name)
+	require.NoError(tb, err)
+	require.NotNil(tb, c, name)
+	return c
+}
+
+// TestSummaryAnswersMatchTheScan drives a varied mount through a sequence
+// of operations and compares health and metrics with the scan after each.
+func TestSummaryAnswersMatchTheScan(t *testing.T) {
+	e := newMirrorEnv(t)
+	srv := oauthserver.Start(t, oauthserver.WithAccessTokenLifetime(10*time.Minute))
+	e.b.upstreamBackoff = time.Millisecond
+	ctx := context.Background()
+	env := e.testEnv
+	check := func(step string) { t.Helper(); requireSameAsScan(t, env, step) }
+	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{
+		"allowed_hosts": "127.0.0.1,auth.example.com,oauth2.googleapis.com,accounts.google.com"})
+	check("nothing stored")
+
+	// Every type.
+	for name, in := range validCreds {
+		e.mustRequest(t, logical.CreateOperation, "creds/t-"+name, in)
+	}
+	createClientCredentials(t, env, srv, "svc")
+	createClientCredentials(t, env, srv, "svc2")
+	e.mustRequest(t, logical.ReadOperation, "token/svc", nil)
+	e.mustRequest(t, logical.ReadOperation, "token/svc2", nil)
+	check("one of each type")
+
+	// Bearer tokens expiring soon and expired already.
+	now := e.clock.Now()
+	e.mustRequest(t, logical.CreateOperation, "creds/b-soon", map[string]any{
+		"type": "bearer", "token": "tok-1", "expires_at": now.Add(30 * time.Minute).Format(time.RFC3339)})
+	e.mustRequest(t, logical.CreateOperation, "creds/b-gone", map[string]any{
+		"type": "bearer", "token": "tok-2", "expires_at": now.Add(-time.Hour).Format(time.RFC3339)})
+	check("bearer tokens")
+
+	// Rotation policies: interval with a warning period, a fixed time.
+	e.mustRequest(t, logical.CreateOperation, "creds/k", validCreds["api_key"])
+	e.mustRequest(t, logical.UpdateOperation, "creds/k/rotation", map[string]any{"interval": "1h", "warning_period": "10m"})
+	e.mustRequest(t, logical.CreateOperation, "creds/k2", validCreds["api_key"])
+	e.mustRequest(t, logical.UpdateOperation, "creds/k2/rotation", map[string]any{
+		"rotate_at": now.Add(2 * time.Hour).Format(time.RFC3339), "warning_period": "90m"})
+	check("rotation policies")
+
+	// Type-independent updates.
+	e.mustRequest(t, logical.UpdateOperation, "creds/t-basic_auth", map[string]any{"description": "d", "tags": "a,b"})
+	e.mustRequest(t, logical.UpdateOperation, "creds/b-soon", map[string]any{"metadata": map[string]any{"owner": "ops"}})
+	check("metadata updates")
+
+	// A mirror target that fails, and one that works.
+	e.aws.FailWith(func(string) (int, string) { return 400, "AccessDeniedException" })
+	e.mustRequest(t, logical.CreateOperation, "creds/m", map[string]any{"type": "api_key", "api_key": "mirror-1", "mirror": "aws,azure"})
+	check("mirror error")
+
+	// Refresh failure, then recovery.
+	srv.SetFailing(true)
+	_, err := e.request(t, logical.UpdateOperation, "refresh/svc", nil)
+	require.Error(t, err)
+	_, err = e.request(t, logical.UpdateOperation, "refresh/svc2", nil)
+	require.Error(t, err)
+	check("refresh failures")
+	srv.SetFailing(false)
+	e.mustRequest(t, logical.UpdateOperation, "refresh/svc", nil)
+	check("refresh recovered")
+
+	// Time passes: into the warning period, then past the rotation and the
+	// bearer's expiry.
+	e.clock.Advance(31 * time.Minute)
+	check("31m later")
+	e.clock.Advance(20 * time.Minute)
+	check("51m later")
+	e.clock.Advance(10 * time.Minute)
+	check("61m later")
+
+	// A scheduled rotation that fails (an api_key without a webhook).
+	require.Error(t, e.b.periodicRotation(ctx, e.storage))
+	check("scheduled rotation failed")
+	e.mustRequest(t, logical.UpdateOperation, "rotate/k", map[string]any{"api_key": "new-value"})
+	check("manual rotation")
+
+	// The mirror recovers.
+	e.aws.FailWith(nil)
+	e.mustRequest(t, logical.UpdateOperation, "creds/m", map[string]any{"description": "again"})
+	check("mirror recovered")
+
+	// Deletes, one of them mirrored (its delete fails and stays pending).
+	e.aws.FailWith(func(string) (int, string) { return 400, "AccessDeniedException" })
+	e.mustRequest(t, logical.DeleteOperation, "creds/m", nil)
+	e.mustRequest(t, logical.DeleteOperation, "creds/b-gone", nil)
+	e.mustRequest(t, logical.DeleteOperation, "creds/t-oauth2_refresh", nil)
+	check("deletes")
+
+	// Replication: changes written by another node, then invalidated.
+	c := mustLoad(t, env, "t-api_key")
+	c.LastError = "failure recorded on another node"
+	putRaw(t, env, c)
+	check("replicated error")
+	c = mustLoad(t, env, "k2")
+	c.Name = "replicated-new"
+	putRaw(t, env, c)
+	check("replicated create")
+	c = mustLoad(t, env, "t-bearer")
+	c.Type = "api_key"
+	c.Fields = mustLoad(t, env, "k").Fields
+	putRaw(t, env, c)
+	check("replicated type change")
+	require.NoError(t, e.storage.Storage.Delete(ctx, credKey("t-basic_auth")))
+	e.b.invalidate(ctx, credKey("t-basic_auth"))
+	check("replicated delete")
+	st, err := json.Marshal(&mirrorState{SyncStatus: syncError, LastError: "replicated mirror failure"})
+	require.NoError(t, err)
+	require.NoError(t, e.storage.Storage.Put(ctx, &logical.StorageEntry{Key: mirrorStateKey("k", "azure"), Value: st}))
+	e.b.invalidate(ctx, mirrorStateKey("k", "azure"))
+	check("replicated mirror state")
+
+	// More time, a clock set back, and many credentials at once.
+	e.clock.Advance(2 * time.Hour)
+	check("3h later")
+	e.clock.Advance(-150 * time.Minute)
+	check("clock set back")
+	items := []any{}
+	for i := range 30 {
+		item := map[string]any{"name": fmt.Sprintf("batch-%02d", i), "type": "bearer", "token": "t",
+			"expires_at": e.clock.Now().Add(time.Duration(i) * time.Minute).Format(time.RFC3339)}
+		items = append(items, item)
+	}
+	e.mustRequest(t, logical.UpdateOperation, "batch/create", map[string]any{"items": items})
+	check("batch create")
+	e.clock.Advance(15 * time.Minute)
+	check("half the batch expired")
+	e.mustRequest(t, logical.UpdateOperation, "batch/delete", map[string]any{"names": "batch-03,batch-20"})
+	check("batch delete")
+}
+
+// TestSummaryStorageFailures compares the answers while storage fails.
+func TestSummaryStorageFailures(t *testing.T) {
+	e := newTestBackend(t)
+	e.mustRequest(t, logical.CreateOperation, "creds/k", validCreds["api_key"])
+	e.mustRequest(t, logical.UpdateOperation, "creds/k/rotation", map[string]any{"interval": "3h", "warning_period": "2h"})
+	e.clock.Advance(90 * time.Minute)
+	requireSameAsScan(t, e, "a credential in its warning period")
+
+	e.storage.failList.Store(true)
+	got := e.mustRequest(t, logical.ReadOperation, "health", nil).Data
+	require.Equal(t, healthUnhealthy, got["status"])
+	issues := got["issues"].([]map[string]any)
+	require.Len(t, issues, 1, "%v", issues)
+	require.Equal(t, "storage_error", issues[0]["kind"])
+	_, err := e.request(t, logical.ReadOperation, "metrics", nil)
+	requireKind(t, err, KindStorage)
+	e.storage.failList.Store(false)
+	requireSameAsScan(t, e, "storage recovered")
+}
+
+// TestOperatorReadsDoNotScan checks that, once the summaries are built,
+// health and metrics reads cost a bounded number of storage reads
+// whatever the number of credentials.
+func TestOperatorReadsDoNotScan(t *testing.T) {
+	readsPerCall := map[int]int64{}
+	for _, n := range []int{10, 300} {
+		e := newTestBackend(t)
+		fillCredentials(t, e, n)
+		cs := &countingStorage{Storage: e.storage}
+		read := func(path string) int64 {
+			before := cs.reads.Load()
+			_, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: path, Storage: cs})
+			require.NoError(t, err)
+			return cs.reads.Load() - before
+		}
+		read("health") // the first read builds the summaries
+		e.clock.Advance(time.Hour)
+		h, m := read("health"), read("metrics")
+		require.LessOrEqual(t, h, int64(2), "health reads with %d credentials", n)
+		require.LessOrEqual(t, m, int64(2), "metrics reads with %d credentials", n)
+		readsPerCall[n] = h + m
+	}
+	require.Equal(t, readsPerCall[10], readsPerCall[300], "storage reads must not grow with the credentials stored")
+}
+
+// fillCredentials stores n credentials of several kinds through batch
+// writes: static ones and bearer tokens, eight of them expired, the others
+// expiring over the next 97 hours.
+func fillCredentials(tb testing.TB, e *testEnv, n int) {
+	tb.Helper()
+	now := e.clock.Now()
+	const chunk = 1000
+	for start := 0; start < n; start += chunk {
+		items := []any{}
+		for i := start; i < min(n, start+chunk); i++ {
+			item := map[string]any{"name": fmt.Sprintf("c-%06d", i)}
+			switch i % 4 {
+			case 0:
+				item["type"], item["api_key"] = "api_key", "k"
+			case 1:
+				item["type"], item["username"], item["password"] = "basic_auth", "u", "p"
+			case 2, 3:
+				item["type"], item["token"] = "bearer", "t"
+				expires := now.Add(time.Duration(i%97+1) * time.Hour)
+				if i < 8 { // a fixed number expired, the rest later
+					expires = now.Add(-time.Hour)
+				}
+				item["expires_at"] = expires.Format(time.RFC3339)
+			}
+			items = append(items, item)
+		}
+		e.mustRequest(tb, logical.UpdateOperation, "batch/create", map[string]any{"items": items})
+	}
+}
+
+// BenchmarkHealth measures health reads at 100 and 10,000 credentials.
+func BenchmarkHealth(b *testing.B) { benchmarkOperatorRead(b, "health") }
+
+// BenchmarkMetrics measures metrics reads at 100 and 10,000 credentials.
+func BenchmarkMetrics(b *testing.B) { benchmarkOperatorRead(b, "metrics") }
+
+func benchmarkOperatorRead(b *testing.B, path string) {
+	for _, n := range []int{100, 10_000} {
+		b.Run(fmt.Sprintf("credentials=%d", n), func(b *testing.B) {
+			e := newTestBackend(b)
+			fillCredentials(b, e, n)
+			req := &logical.Request{Operation: logical.ReadOperation, Path: path, Storage: e.storage}
+			e.mustRequest(b, logical.ReadOperation, path, nil)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := e.b.HandleRequest(context.Background(), req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
