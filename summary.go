@@ -3,6 +3,7 @@ package nebula
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -170,6 +171,8 @@ type summaries struct {
 	// epoch changes on reset, so a build that started before drops its
 	// result.
 	epoch uint64
+	// building is the build in progress; nil when none runs.
+	building *summaryBuild
 	// touched collects the storage keys written while a build or re-read
 	// is reading storage; nil when none runs.
 	touched map[string]struct{}
@@ -193,10 +196,22 @@ type summaries struct {
 	mirrorSorted []string
 }
 
-// reset drops the summary; the next operator read rebuilds it.
+// summaryBuild is one run of build: done is closed when it ended, with
+// err its outcome; cancel stops it (reset).
+type summaryBuild struct {
+	done   chan struct{}
+	err    error
+	cancel context.CancelFunc
+}
+
+// reset drops the summary and stops a build in progress; the next
+// operator read rebuilds it.
 func (x *summaries) reset() {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if x.building != nil {
+		x.building.cancel()
+	}
 	x.epoch++
 	x.active, x.built = false, false
 	x.clearLocked()
@@ -379,16 +394,11 @@ type mirrorVisitor func(ctx context.Context, s logical.Storage, visit func(name,
 // each), re-reads the keys marked dirty and probes storage. On success it
 // returns with x.mu held.
 func (x *summaries) prepare(ctx context.Context, s logical.Storage, each mirrorVisitor) error {
+	if err := x.waitBuilt(ctx, s, each); err != nil {
+		return err
+	}
 	x.buildMu.Lock()
 	defer x.buildMu.Unlock()
-	x.mu.Lock()
-	built := x.built
-	x.mu.Unlock()
-	if !built {
-		if err := x.build(ctx, s, each); err != nil {
-			return err
-		}
-	}
 	if err := x.reread(ctx, s); err != nil {
 		return err
 	}
@@ -396,6 +406,51 @@ func (x *summaries) prepare(ctx context.Context, s logical.Storage, each mirrorV
 		return err
 	}
 	x.mu.Lock()
+	return nil
+}
+
+// waitBuilt starts the build when none is done or running, and waits for
+// it until ctx ends. The build runs on its own: a caller that gives up (a
+// monitoring poll with a short timeout while 100,000 credentials load) does
+// not stop it, so a later read finds it done.
+func (x *summaries) waitBuilt(ctx context.Context, s logical.Storage, each mirrorVisitor) error {
+	x.mu.Lock()
+	if x.built {
+		x.mu.Unlock()
+		return nil
+	}
+	run := x.building
+	if run == nil {
+		buildCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		run = &summaryBuild{done: make(chan struct{}), cancel: cancel}
+		x.building = run
+		go func() {
+			defer cancel()
+			x.buildMu.Lock()
+			run.err = x.build(buildCtx, s, each)
+			x.buildMu.Unlock()
+			x.mu.Lock()
+			if x.building == run {
+				x.building = nil
+			}
+			x.mu.Unlock()
+			close(run.done)
+		}()
+	}
+	x.mu.Unlock()
+	select {
+	case <-run.done:
+	case <-ctx.Done():
+		return storageError("building the credential summary", ctx.Err())
+	}
+	if run.err != nil {
+		return run.err
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if !x.built {
+		return storageError("building the credential summary", errors.New("the summary was reset meanwhile; read again"))
+	}
 	return nil
 }
 

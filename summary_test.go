@@ -417,3 +417,40 @@ func TestSummaryBuildNeitherBlocksNorLosesWrites(t *testing.T) {
 	}
 	requireSameAsScan(t, e, "writes during the build")
 }
+
+// TestSummaryBuildOutlivesAnImpatientReader: a health read that gives up
+// while the summary is being built does not stop the build; the next read
+// finds it done and reads no more than the probe.
+func TestSummaryBuildOutlivesAnImpatientReader(t *testing.T) {
+	e := newTestBackend(t)
+	fillCredentials(t, e, 20)
+	hs := &holdingStorage{Storage: e.storage, key: credKey("c-000010"), arrived: make(chan struct{}), release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan map[string]any, 1)
+	go func() {
+		resp, err := e.b.HandleRequest(ctx, &logical.Request{Operation: logical.ReadOperation, Path: "health", Storage: hs})
+		if err != nil {
+			resp = &logical.Response{Data: map[string]any{"error": err.Error()}}
+		}
+		done <- resp.Data
+	}()
+	select {
+	case <-hs.arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the build did not reach the held key")
+	}
+	cancel()
+	select {
+	case data := <-done:
+		require.Equal(t, healthUnhealthy, data["status"], "%v", data)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the health read did not give up with its caller")
+	}
+	close(hs.release)
+
+	cs := &countingStorage{Storage: e.storage}
+	_, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "health", Storage: cs})
+	require.NoError(t, err)
+	require.LessOrEqual(t, cs.reads.Load(), int64(2), "the build was not started again")
+	requireSameAsScan(t, e, "the build finished")
+}
