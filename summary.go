@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/nebula-credential/nebula-credential/types"
 )
@@ -481,26 +482,38 @@ func (x *summaries) build(ctx context.Context, s logical.Storage, each mirrorVis
 	return nil
 }
 
-// readAll is build's storage part.
+// summaryReaders bounds the storage reads a build makes at once.
+const summaryReaders = 8
+
+// readAll is build's storage part: summaryReaders reads at a time, which
+// land in any order (each key's summary depends on its own entry only).
 func (x *summaries) readAll(ctx context.Context, s logical.Storage, each mirrorVisitor, epoch uint64) error {
 	names, err := s.List(ctx, credsPrefix)
 	if err != nil {
 		return storageError("listing credentials", err)
 	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(summaryReaders)
 	for _, name := range names {
-		c, err := loadCredential(ctx, s, name)
-		if err != nil {
-			return err
-		}
-		var cs *credSummary
-		if c != nil {
-			cs = summarize(c)
-		}
-		x.mu.Lock()
-		if _, written := x.touched[credKey(name)]; !written && x.epoch == epoch {
-			x.setCredLocked(name, cs)
-		}
-		x.mu.Unlock()
+		g.Go(func() error {
+			c, err := loadCredential(gctx, s, name)
+			if err != nil {
+				return err
+			}
+			var cs *credSummary
+			if c != nil {
+				cs = summarize(c)
+			}
+			x.mu.Lock()
+			defer x.mu.Unlock()
+			if _, written := x.touched[credKey(name)]; !written && x.epoch == epoch {
+				x.setCredLocked(name, cs)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	return each(ctx, s, func(name, target string, st *mirrorState) {
 		x.mu.Lock()

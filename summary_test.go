@@ -4,6 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -453,4 +458,87 @@ func TestSummaryBuildOutlivesAnImpatientReader(t *testing.T) {
 	require.NoError(t, err)
 	require.LessOrEqual(t, cs.reads.Load(), int64(2), "the build was not started again")
 	requireSameAsScan(t, e, "the build finished")
+}
+
+// TestCredentialMetadataWritersNoteTheSummary: every function that builds
+// a creds/ storage entry or deletes one notes the summary (the writers
+// saveCredential, putMeta, saveMeta and pathCredsDelete do): a new writer
+// elsewhere fails here until it goes through them or notes it itself.
+func TestCredentialMetadataWritersNoteTheSummary(t *testing.T) {
+	fset := token.NewFileSet()
+	pkgs, err := parser.ParseDir(fset, ".", func(fi fs.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, 0)
+	require.NoError(t, err)
+	writers := map[string]bool{}
+	for _, pkg := range pkgs {
+		for _, file := range pkg.Files {
+			for _, decl := range file.Decls {
+				fn, ok := decl.(*ast.FuncDecl)
+				if !ok || fn.Body == nil {
+					continue
+				}
+				ast.Inspect(fn.Body, func(n ast.Node) bool {
+					call, ok := n.(*ast.CallExpr)
+					if !ok || !writesCreds(call) {
+						return true
+					}
+					if !notesSummary(fn.Body) {
+						t.Errorf("%s: %s writes credential metadata (creds/) without noting the summary: go through saveCredential, putMeta or saveMeta, or call b.summary.noteCred / noteCredDeleted",
+							fset.Position(call.Pos()), fn.Name.Name)
+					}
+					writers[fn.Name.Name] = true
+					return true
+				})
+			}
+		}
+	}
+	for _, fn := range []string{"saveCredential", "putMeta", "saveMeta", "pathCredsDelete"} {
+		require.True(t, writers[fn], "the check finds the writer %s", fn)
+	}
+}
+
+// writesCreds reports whether call builds a storage entry for, or deletes,
+// a credKey(...) key.
+func writesCreds(call *ast.CallExpr) bool {
+	var name string
+	switch f := call.Fun.(type) {
+	case *ast.SelectorExpr:
+		name = f.Sel.Name
+	case *ast.Ident:
+		name = f.Name
+	}
+	if name != "jsonEntry" && name != "StorageEntryJSON" && name != "Delete" && name != "Put" {
+		return false
+	}
+	for _, arg := range call.Args {
+		if inner, ok := arg.(*ast.CallExpr); ok {
+			if id, ok := inner.Fun.(*ast.Ident); ok && id.Name == "credKey" {
+				return true
+			}
+		}
+		if lit, ok := arg.(*ast.CompositeLit); ok { // &logical.StorageEntry{Key: credKey(...)}
+			for _, el := range lit.Elts {
+				if kv, ok := el.(*ast.KeyValueExpr); ok {
+					if inner, ok := kv.Value.(*ast.CallExpr); ok {
+						if id, ok := inner.Fun.(*ast.Ident); ok && id.Name == "credKey" {
+							return true
+						}
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+// notesSummary reports whether body calls b.summary.noteCred or
+// noteCredDeleted.
+func notesSummary(body *ast.BlockStmt) bool {
+	found := false
+	ast.Inspect(body, func(n ast.Node) bool {
+		if sel, ok := n.(*ast.SelectorExpr); ok && (sel.Sel.Name == "noteCred" || sel.Sel.Name == "noteCredDeleted") {
+			found = true
+		}
+		return !found
+	})
+	return found
 }
