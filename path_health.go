@@ -30,11 +30,14 @@ func pathHealth(b *backend) []*framework.Path {
 		{
 			Pattern:      "metrics$",
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationSuffix: "metrics"},
+			Fields: map[string]*framework.FieldSchema{
+				"format": {Type: framework.TypeString, Description: "json, or prometheus for the Prometheus text exposition format.", Default: "json"},
+			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: &framework.PathOperation{Callback: b.pathMetricsRead},
 			},
 			HelpSynopsis:    "Read the engine's metrics.",
-			HelpDescription: "Credential totals from storage; counters (token reads, cache hits, refreshes, rotations, audit events dropped) of this node since the plugin started.",
+			HelpDescription: "Credential totals from storage; counters (token reads, cache hits, refreshes, rotations, audit events dropped) of this node since the plugin started. format=prometheus answers the nebula_* families in the Prometheus text exposition format (labels carry no credential name nor secret).",
 		},
 		{
 			Pattern:      "metrics/(?P<name>[^/]+)$",
@@ -57,6 +60,24 @@ type healthIssue struct {
 	Target     string `json:"target,omitempty"`
 	Kind       string `json:"kind"`
 	Message    string `json:"message"`
+}
+
+// scanCredentials visits every credential's metadata.
+func scanCredentials(ctx context.Context, s logical.Storage, visit func(*credential)) error {
+	names, err := s.List(ctx, credsPrefix)
+	if err != nil {
+		return storageError("listing credentials", err)
+	}
+	for _, name := range names {
+		c, err := loadCredential(ctx, s, name)
+		if err != nil {
+			return err
+		}
+		if c != nil {
+			visit(c)
+		}
+	}
+	return nil
 }
 
 // credentialIssues lists what is wrong with one credential at now.
@@ -130,7 +151,14 @@ func (b *backend) extraHealthIssues(ctx context.Context, s logical.Storage) []he
 	return out
 }
 
-func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	switch d.Get("format").(string) {
+	case "json":
+	case "prometheus":
+		return b.prometheusResponse(ctx, req.Storage)
+	default:
+		return nil, newError(KindInvalidInput, "field \"format\" must be json or prometheus")
+	}
 	total, byType, err := b.summary.totals(ctx, req.Storage, b.eachMirrorState)
 	if err != nil {
 		return nil, err

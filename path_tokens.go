@@ -121,6 +121,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		return nil, err // forwarded to the active node, which audits the read
 	}
 	if err != nil {
+		b.stats.observeReadFailure(err)
 		b.audit(ctx, req, auditOutcome(ev, err), &caller)
 		return nil, err
 	}
