@@ -62,24 +62,6 @@ type healthIssue struct {
 	Message    string `json:"message"`
 }
 
-// scanCredentials visits every credential's metadata.
-func scanCredentials(ctx context.Context, s logical.Storage, visit func(*credential)) error {
-	names, err := s.List(ctx, credsPrefix)
-	if err != nil {
-		return storageError("listing credentials", err)
-	}
-	for _, name := range names {
-		c, err := loadCredential(ctx, s, name)
-		if err != nil {
-			return err
-		}
-		if c != nil {
-			visit(c)
-		}
-	}
-	return nil
-}
-
 // credentialIssues lists what is wrong with one credential at now.
 func credentialIssues(c *credential, now time.Time) []healthIssue {
 	var issues []healthIssue

@@ -131,10 +131,9 @@ type storedCounts struct {
 // countStored counts credentials by type and status, flows by status and
 // mirror states by target and sync status at now.
 func (b *backend) countStored(ctx context.Context, s logical.Storage, now time.Time) (*storedCounts, error) {
-	sc := &storedCounts{credentials: map[[2]string]int{}, flows: map[string]int{}, mirrors: map[[2]string]int{}}
-	if err := scanCredentials(ctx, s, func(c *credential) {
-		sc.credentials[[2]string{c.Type, c.status(now)}]++
-	}); err != nil {
+	sc := &storedCounts{flows: map[string]int{}}
+	var err error // credentials and mirror states from the summaries (summary.go), not a scan
+	if sc.credentials, sc.mirrors, err = b.summary.storedCounts(ctx, s, b.eachMirrorState, now); err != nil {
 		return nil, err
 	}
 	ids, err := s.List(ctx, flowPrefix)
@@ -154,11 +153,6 @@ func (b *backend) countStored(ctx context.Context, s logical.Storage, now time.T
 			status = flowExpired
 		}
 		sc.flows[status]++
-	}
-	if err := b.eachMirrorState(ctx, s, func(_, target string, st *mirrorState) {
-		sc.mirrors[[2]string{target, st.SyncStatus}]++
-	}); err != nil {
-		return nil, err
 	}
 	return sc, nil
 }

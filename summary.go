@@ -52,10 +52,12 @@ func probeStorage(ctx context.Context, s logical.Storage) error {
 	return nil
 }
 
-// issueSpan is a credential's issues from a time on, until the next span.
+// issueSpan is a credential's issues and status from a time on, until the
+// next span.
 type issueSpan struct {
 	from   time.Time // the first span's is unused: it holds since ever
 	issues []healthIssue
+	status string
 }
 
 // credSummary is what operator reads need of one credential.
@@ -73,6 +75,16 @@ func (cs *credSummary) issues() []healthIssue {
 		return nil
 	}
 	return cs.spans[cs.cur].issues
+}
+
+// status is the credential's status at the summary's evalAt: a credential
+// without issues at any time is active at every time (an expired token and
+// a last error are issues).
+func (cs *credSummary) status() string {
+	if len(cs.spans) == 0 {
+		return statusActive
+	}
+	return cs.spans[cs.cur].status
 }
 
 // nextChange is when the issues change next; ok false when never.
@@ -113,15 +125,15 @@ func summarize(c *credential) *credSummary {
 	if len(points) > 0 {
 		before = points[0].Add(-time.Nanosecond)
 	}
-	spans := []issueSpan{{issues: credentialIssues(c, before)}}
+	spans := []issueSpan{{issues: credentialIssues(c, before), status: c.status(before)}}
 	some := len(spans[0].issues) > 0
 	for _, p := range points {
-		is := credentialIssues(c, p)
-		if slices.Equal(is, spans[len(spans)-1].issues) {
+		span := issueSpan{from: p, issues: credentialIssues(c, p), status: c.status(p)}
+		if last := spans[len(spans)-1]; span.status == last.status && slices.Equal(span.issues, last.issues) {
 			continue
 		}
-		spans = append(spans, issueSpan{from: p, issues: is})
-		some = some || len(is) > 0
+		spans = append(spans, span)
+		some = some || len(span.issues) > 0
 	}
 	if some {
 		cs.spans = spans
@@ -184,6 +196,8 @@ type summaries struct {
 
 	creds  map[string]*credSummary
 	byType map[string]int
+	// byStatus counts the credentials by {type, status} at evalAt.
+	byStatus map[[2]string]int
 	// issued are the names of the credentials with issues at evalAt;
 	// sorted caches them in name order (nil: rebuild).
 	issued map[string]struct{}
@@ -195,6 +209,10 @@ type summaries struct {
 	// suffix "<name>/<target>"; mirrorSorted caches the keys in order.
 	mirrorErrors map[string]string
 	mirrorSorted []string
+	// mirrorSync is every mirror state's sync status by the same key;
+	// mirrorCounts counts them by {target, sync status}.
+	mirrorSync   map[string]string
+	mirrorCounts map[[2]string]int
 }
 
 // summaryBuild is one run of build: done is closed when it ended, with
@@ -221,7 +239,8 @@ func (x *summaries) reset() {
 func (x *summaries) clearLocked() {
 	x.touched, x.dirty = nil, nil
 	x.creds, x.byType, x.issued, x.sorted, x.heap = nil, nil, nil, nil, nil
-	x.mirrorErrors, x.mirrorSorted = nil, nil
+	x.mirrorErrors, x.mirrorSorted, x.mirrorSync, x.mirrorCounts = nil, nil, nil, nil
+	x.byStatus = nil
 	x.evalAt = time.Time{}
 }
 
@@ -311,6 +330,7 @@ func (x *summaries) setCredLocked(name string, cs *credSummary) {
 		if x.byType[old.typ]--; x.byType[old.typ] == 0 {
 			delete(x.byType, old.typ)
 		}
+		x.countStatusLocked(old, -1)
 		if old.hidx >= 0 {
 			heap.Remove(&x.heap, old.hidx)
 		}
@@ -320,11 +340,20 @@ func (x *summaries) setCredLocked(name string, cs *credSummary) {
 		x.creds[name] = cs
 		x.byType[cs.typ]++
 		cs.cur = spanAt(cs.spans, x.evalAt)
+		x.countStatusLocked(cs, 1)
 		if _, ok := cs.nextChange(); ok {
 			heap.Push(&x.heap, cs)
 		}
 	}
 	x.markIssuedLocked(name, cs)
+}
+
+// countStatusLocked adds n to the count of cs's type and status.
+func (x *summaries) countStatusLocked(cs *credSummary, n int) {
+	key := [2]string{cs.typ, cs.status()}
+	if x.byStatus[key] += n; x.byStatus[key] == 0 {
+		delete(x.byStatus, key)
+	}
 }
 
 // markIssuedLocked keeps issued in step with a credential's issues.
@@ -342,6 +371,17 @@ func (x *summaries) markIssuedLocked(name string, cs *credSummary) {
 
 // setMirrorLocked replaces (st nil: removes) a mirror state.
 func (x *summaries) setMirrorLocked(key string, st *mirrorState) {
+	_, target, _ := strings.Cut(key, "/")
+	if old, ok := x.mirrorSync[key]; ok {
+		if x.mirrorCounts[[2]string{target, old}]--; x.mirrorCounts[[2]string{target, old}] == 0 {
+			delete(x.mirrorCounts, [2]string{target, old})
+		}
+		delete(x.mirrorSync, key)
+	}
+	if st != nil {
+		x.mirrorSync[key] = st.SyncStatus
+		x.mirrorCounts[[2]string{target, st.SyncStatus}]++
+	}
 	_, had := x.mirrorErrors[key]
 	if st != nil && st.LastError != "" {
 		x.mirrorErrors[key] = st.LastError
@@ -362,7 +402,9 @@ func (x *summaries) advanceLocked(now time.Time) {
 		x.evalAt = now
 		x.heap = x.heap[:0]
 		for name, cs := range x.creds {
+			x.countStatusLocked(cs, -1)
 			cs.cur, cs.hidx = spanAt(cs.spans, now), -1
+			x.countStatusLocked(cs, 1)
 			if _, ok := cs.nextChange(); ok {
 				x.heap = append(x.heap, cs)
 				cs.hidx = len(x.heap) - 1
@@ -378,7 +420,9 @@ func (x *summaries) advanceLocked(now time.Time) {
 		if at, _ := cs.nextChange(); now.Before(at) {
 			break
 		}
+		x.countStatusLocked(cs, -1)
 		cs.cur = spanAt(cs.spans, now)
+		x.countStatusLocked(cs, 1)
 		if _, ok := cs.nextChange(); ok {
 			heap.Fix(&x.heap, 0)
 		} else {
@@ -465,7 +509,8 @@ func (x *summaries) build(ctx context.Context, s logical.Storage, each mirrorVis
 	x.active = true
 	x.touched = map[string]struct{}{}
 	x.creds, x.byType, x.issued = map[string]*credSummary{}, map[string]int{}, map[string]struct{}{}
-	x.mirrorErrors = map[string]string{}
+	x.byStatus = map[[2]string]int{}
+	x.mirrorErrors, x.mirrorSync, x.mirrorCounts = map[string]string{}, map[string]string{}, map[[2]string]int{}
 	x.mu.Unlock()
 	err := x.readAll(ctx, s, each, epoch)
 	x.mu.Lock()
@@ -648,4 +693,23 @@ func (x *summaries) totals(ctx context.Context, s logical.Storage, each mirrorVi
 		byType[t] = n
 	}
 	return len(x.creds), byType, nil
+}
+
+// storedCounts are the credentials by {type, status} at now and the mirror
+// states by {target, sync status}, for metrics?format=prometheus.
+func (x *summaries) storedCounts(ctx context.Context, s logical.Storage, each mirrorVisitor, now time.Time) (creds, mirrors map[[2]string]int, err error) {
+	if err := x.prepare(ctx, s, each); err != nil {
+		return nil, nil, err
+	}
+	defer x.mu.Unlock()
+	x.advanceLocked(now)
+	creds = make(map[[2]string]int, len(x.byStatus))
+	for k, n := range x.byStatus {
+		creds[k] = n
+	}
+	mirrors = make(map[[2]string]int, len(x.mirrorCounts))
+	for k, n := range x.mirrorCounts {
+		mirrors[k] = n
+	}
+	return creds, mirrors, nil
 }

@@ -96,14 +96,34 @@ func scanTotals(ctx context.Context, s logical.Storage) (int, map[string]int, er
 	return total, byType, err
 }
 
-// requireSameAsScan compares the health and metrics answers with the
-// scan's.
+// scanStoredCounts are the Prometheus counts of credentials by {type,
+// status} and of mirror states by {target, sync status}, by a scan.
+func scanStoredCounts(tb testing.TB, b *backend, s logical.Storage, now time.Time) (creds, mirrors map[[2]string]int) {
+	tb.Helper()
+	creds, mirrors = map[[2]string]int{}, map[[2]string]int{}
+	require.NoError(tb, scanAllCredentials(context.Background(), s, func(c *credential) {
+		creds[[2]string{c.Type, c.status(now)}]++
+	}))
+	require.NoError(tb, b.eachMirrorState(context.Background(), s, func(_, target string, st *mirrorState) {
+		mirrors[[2]string{target, st.SyncStatus}]++
+	}))
+	return creds, mirrors
+}
+
+// requireSameAsScan compares the health and metrics answers (and the
+// Prometheus counts of stored state) with the scan's.
 func requireSameAsScan(tb testing.TB, e *testEnv, step string) {
 	tb.Helper()
 	ctx := context.Background()
 	want := scanHealthRead(ctx, e.b, e.storage)
 	got := e.mustRequest(tb, logical.ReadOperation, "health", nil).Data
 	require.Equal(tb, want, got, "health after %s", step)
+
+	wantCreds, wantMirrors := scanStoredCounts(tb, e.b, e.storage, e.b.now())
+	stored, err := e.b.countStored(ctx, e.storage, e.b.now())
+	require.NoError(tb, err)
+	require.Equal(tb, wantCreds, stored.credentials, "prometheus credential counts after %s", step)
+	require.Equal(tb, wantMirrors, stored.mirrors, "prometheus mirror counts after %s", step)
 
 	total, byType, err := scanTotals(ctx, e.storage)
 	require.NoError(tb, err)
@@ -288,18 +308,20 @@ func TestOperatorReadsDoNotScan(t *testing.T) {
 		e := newTestBackend(t)
 		fillCredentials(t, e, n)
 		cs := &countingStorage{Storage: e.storage}
-		read := func(path string) int64 {
+		read := func(path string, data map[string]any) int64 {
 			before := cs.reads.Load()
-			_, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: path, Storage: cs})
+			_, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: path, Data: data, Storage: cs})
 			require.NoError(t, err)
 			return cs.reads.Load() - before
 		}
-		read("health") // the first read builds the summaries
+		read("health", nil) // the first read builds the summaries
 		e.clock.Advance(time.Hour)
-		h, m := read("health"), read("metrics")
+		h, m := read("health", nil), read("metrics", nil)
+		p := read("metrics", map[string]any{"format": "prometheus"})
 		require.LessOrEqual(t, h, int64(2), "health reads with %d credentials", n)
 		require.LessOrEqual(t, m, int64(2), "metrics reads with %d credentials", n)
-		readsPerCall[n] = h + m
+		require.LessOrEqual(t, p, int64(3), "prometheus reads with %d credentials (the probe, the flows list)", n)
+		readsPerCall[n] = h + m + p
 	}
 	require.Equal(t, readsPerCall[10], readsPerCall[300], "storage reads must not grow with the credentials stored")
 }
