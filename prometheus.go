@@ -21,10 +21,10 @@ import (
 //
 // One source of truth: the collector reads the engine's counters
 // (engineStats, the audit log, the token cache, the token client's per-host
-// limiter) at scrape time, and the stored state (credentials, flows, mirror
-// states) is counted once per scrape, as the JSON answer does. Only the
-// refresh duration histogram is observed as refreshes happen
-// (engineStats.observeRefresh).
+// limiter) at scrape time; credentials and mirror states are counted from
+// the summaries the JSON answer uses too (summary.go), flows once per
+// scrape. Only the refresh duration histogram is observed as refreshes
+// happen (engineStats.observeRefresh).
 //
 // Labels never carry a secret nor a credential name: every label has a
 // bounded set of values (an error code, a credential type or status, a
