@@ -99,6 +99,8 @@ type backend struct {
 	held heldTokens
 
 	stats engineStats
+	// summary keeps what health and metrics answer (summary.go).
+	summary summaries
 
 	// auditLog buffers the engine's audit events until they are flushed.
 	auditLog auditLog
@@ -366,6 +368,7 @@ func (b *backend) taskTimeout(ctx context.Context, left int) time.Duration {
 // invalidate drops in-memory state fed by a storage key that changed on
 // another node (replication) or underneath us.
 func (b *backend) invalidate(_ context.Context, key string) {
+	b.summary.invalidate(key)
 	switch {
 	case key == configKey:
 		b.configMu.Lock()
@@ -434,6 +437,7 @@ func (b *backend) clean(ctx context.Context) {
 	b.purgeCache()
 	b.expiry.reset()
 	b.sched.reset()
+	b.summary.reset()
 }
 
 const backendHelp = `

@@ -707,7 +707,9 @@ func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *cred
 	}
 	// The metadata is the commit point: until it is written, nothing refers
 	// to the new secret version or the idempotency record.
-	if err := commitEntries(ctx, s, staged, meta); err != nil {
+	err = commitEntries(ctx, s, staged, meta)
+	b.summary.noteCred(c, err)
+	if err != nil {
 		return storageError("writing credential", err)
 	}
 	b.dropIdemRecords(ctx, s, c.Name, dropped)
@@ -754,7 +756,9 @@ func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *
 		if sv, err := loadSecret(ctx, req.Storage, name, c.ID); err == nil && sv.Token != nil {
 			b.indexExpiry(ctx, req.Storage, name, sv.Token, nil)
 		}
-		if err := req.Storage.Delete(ctx, credKey(name)); err != nil {
+		err := req.Storage.Delete(ctx, credKey(name))
+		b.summary.noteCredDeleted(name, err)
+		if err != nil {
 			return nil, storageError("deleting credential", err)
 		}
 		for _, ref := range c.IdempotencyKeys {

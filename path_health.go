@@ -62,24 +62,6 @@ type healthIssue struct {
 	Message    string `json:"message"`
 }
 
-// scanCredentials visits every credential's metadata.
-func scanCredentials(ctx context.Context, s logical.Storage, visit func(*credential)) error {
-	names, err := s.List(ctx, credsPrefix)
-	if err != nil {
-		return storageError("listing credentials", err)
-	}
-	for _, name := range names {
-		c, err := loadCredential(ctx, s, name)
-		if err != nil {
-			return err
-		}
-		if c != nil {
-			visit(c)
-		}
-	}
-	return nil
-}
-
 // credentialIssues lists what is wrong with one credential at now.
 func credentialIssues(c *credential, now time.Time) []healthIssue {
 	var issues []healthIssue
@@ -108,19 +90,21 @@ func credentialIssues(c *credential, now time.Time) []healthIssue {
 
 func (b *backend) pathHealthRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	now := b.now()
-	issues := []healthIssue{}
-	err := scanCredentials(ctx, req.Storage, func(c *credential) {
-		issues = append(issues, credentialIssues(c, now)...)
-	})
+	// From the summaries (summary.go), not a scan of storage.
+	issues, err := b.summary.issuesAt(ctx, req.Storage, b.eachMirrorState, now)
 	status := healthHealthy
 	switch {
 	case err != nil:
+		// Storage fails: what other parts would read from it is unknown
+		// too (a scan of it would find nothing).
 		status = healthUnhealthy
-		issues = append(issues, healthIssue{Kind: "storage_error", Message: err.Error()})
+		issues = []healthIssue{{Kind: "storage_error", Message: err.Error()}}
 	case len(issues) > 0:
 		status = healthDegraded
 	}
-	issues = append(issues, b.extraHealthIssues(ctx, req.Storage)...)
+	if err == nil {
+		issues = append(issues, b.extraHealthIssues(ctx, req.Storage)...)
+	}
 	issues = append(issues, b.auditHealthIssues(now)...)
 	if status == healthHealthy && len(issues) > 0 {
 		status = healthDegraded
@@ -157,12 +141,8 @@ func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, d *
 	default:
 		return nil, newError(KindInvalidInput, "field \"format\" must be json or prometheus")
 	}
-	byType := map[string]int{}
-	total := 0
-	if err := scanCredentials(ctx, req.Storage, func(c *credential) {
-		total++
-		byType[c.Type]++
-	}); err != nil {
+	total, byType, err := b.summary.totals(ctx, req.Storage, b.eachMirrorState)
+	if err != nil {
 		return nil, err
 	}
 	st := &b.stats

@@ -21,10 +21,10 @@ import (
 //
 // One source of truth: the collector reads the engine's counters
 // (engineStats, the audit log, the token cache, the token client's per-host
-// limiter) at scrape time, and the stored state (credentials, flows, mirror
-// states) is counted once per scrape, as the JSON answer does. Only the
-// refresh duration histogram is observed as refreshes happen
-// (engineStats.observeRefresh).
+// limiter) at scrape time; credentials and mirror states are counted from
+// the summaries the JSON answer uses too (summary.go), flows once per
+// scrape. Only the refresh duration histogram is observed as refreshes
+// happen (engineStats.observeRefresh).
 //
 // Labels never carry a secret nor a credential name: every label has a
 // bounded set of values (an error code, a credential type or status, a
@@ -131,10 +131,9 @@ type storedCounts struct {
 // countStored counts credentials by type and status, flows by status and
 // mirror states by target and sync status at now.
 func (b *backend) countStored(ctx context.Context, s logical.Storage, now time.Time) (*storedCounts, error) {
-	sc := &storedCounts{credentials: map[[2]string]int{}, flows: map[string]int{}, mirrors: map[[2]string]int{}}
-	if err := scanCredentials(ctx, s, func(c *credential) {
-		sc.credentials[[2]string{c.Type, c.status(now)}]++
-	}); err != nil {
+	sc := &storedCounts{flows: map[string]int{}}
+	var err error // credentials and mirror states from the summaries (summary.go), not a scan
+	if sc.credentials, sc.mirrors, err = b.summary.storedCounts(ctx, s, b.eachMirrorState, now); err != nil {
 		return nil, err
 	}
 	ids, err := s.List(ctx, flowPrefix)
@@ -154,11 +153,6 @@ func (b *backend) countStored(ctx context.Context, s logical.Storage, now time.T
 			status = flowExpired
 		}
 		sc.flows[status]++
-	}
-	if err := b.eachMirrorState(ctx, s, func(_, target string, st *mirrorState) {
-		sc.mirrors[[2]string{target, st.SyncStatus}]++
-	}); err != nil {
-		return nil, err
 	}
 	return sc, nil
 }

@@ -395,7 +395,9 @@ func (b *backend) putMeta(ctx context.Context, s logical.Storage, c *credential)
 	if err != nil {
 		return fmt.Errorf("encoding credential: %w", err)
 	}
-	if err := s.Put(ctx, entry); err != nil {
+	err = s.Put(ctx, entry)
+	b.summary.noteCred(c, err)
+	if err != nil {
 		return storageError("writing credential", err)
 	}
 	return nil

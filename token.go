@@ -692,6 +692,7 @@ func (b *backend) saveMeta(ctx context.Context, s logical.Storage, c *credential
 	if err == nil {
 		err = s.Put(ctx, entry)
 	}
+	b.summary.noteCred(c, err)
 	if err != nil {
 		b.logger.Warn("could not store credential status", "credential", c.Name, "error", err)
 	}
