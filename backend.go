@@ -120,6 +120,9 @@ type backend struct {
 
 	// expiry orders refreshable tokens by expiry for refresh-ahead.
 	expiry timeIndex
+	// backoff names the credentials whose expiry entry sits at the end of
+	// a failed refresh's backoff (refresh.go).
+	backoff backedOff
 	// sched orders credentials by their next rotation work.
 	sched timeIndex
 	// inRotation marks rotations in progress on this node.
@@ -135,6 +138,11 @@ type backend struct {
 	upstreamBackoff  time.Duration    // first retry wait
 	upstreamRoots    *x509.CertPool   // trusted CAs for upstreams; nil means the system's
 	webhookTimeout   time.Duration    // bound of one rotation webhook call
+	// hostLimits bounds the requests in flight to each upstream host and
+	// keeps Retry-After pauses; one per backend, shared by every
+	// upstreamClient it builds (and so by token requests, revocations,
+	// device flows, webhooks and mirrors).
+	hostLimits *upstream.HostLimiter
 
 	// taskBudget bounds each periodic task, itemBudget each credential or
 	// flow a task works on (periodicTaskBudget, periodicItemBudget; tests
@@ -227,6 +235,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		cache:            cache,
 		upstreamAttempts: upstream.DefaultAttempts,
 		upstreamBackoff:  upstream.DefaultBackoff,
+		hostLimits:       upstream.NewHostLimiter(upstream.DefaultConcurrencyPerHost),
 		webhookTimeout:   webhookTimeout,
 		taskBudget:       periodicTaskBudget,
 		itemBudget:       periodicItemBudget,

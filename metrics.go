@@ -27,6 +27,10 @@ type engineStats struct {
 	next         int             // guarded by mu; next ring slot
 
 	perCred sync.Map // credential name -> *credStats
+
+	// failuresByCode counts failed upstream token requests by
+	// refreshFailureCode (a small fixed set of keys).
+	failuresByCode sync.Map // code -> *atomic.Int64
 }
 
 // credStats are one credential's counters.
@@ -61,6 +65,7 @@ func (s *engineStats) observeRefresh(name string, now time.Time, d time.Duration
 	cs.lastRefresh.Store(now.UnixNano())
 	if err != nil {
 		s.refreshFailures.Add(1)
+		s.countFailure(refreshFailureCode(err))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -71,6 +76,26 @@ func (s *engineStats) observeRefresh(name string, now time.Time, d time.Duration
 		s.samples[s.next] = d
 	}
 	s.next = (s.next + 1) % refreshSamples
+}
+
+// countFailure counts one failed upstream token request under code.
+func (s *engineStats) countFailure(code string) {
+	n, ok := s.failuresByCode.Load(code)
+	if !ok {
+		n, _ = s.failuresByCode.LoadOrStore(code, new(atomic.Int64))
+	}
+	n.(*atomic.Int64).Add(1)
+}
+
+// refreshFailuresByCode returns the failed upstream token requests by
+// refreshFailureCode.
+func (s *engineStats) refreshFailuresByCode() map[string]int64 {
+	out := map[string]int64{}
+	s.failuresByCode.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return out
 }
 
 // refreshTimes are the mean and the 99th percentile of upstream token
