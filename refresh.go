@@ -453,25 +453,26 @@ func (b *backend) runRefresh(ctx context.Context, s logical.Storage, honourBacko
 		readOnly bool // guarded by mu
 		wg       sync.WaitGroup
 	)
-	take := func() (string, bool) {
+	take := func() (dueItem, bool) {
 		mu.Lock()
 		defer mu.Unlock()
 		if runCtx.Err() != nil || next == len(due) {
-			return "", false
+			return dueItem{}, false
 		}
 		next++
-		return due[next-1].name, true
+		return due[next-1], true
 	}
 	for range min(max(cfg.RefreshConcurrency, 1), len(due)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
-				name, ok := take()
+				item, ok := take()
 				if !ok {
 					return
 				}
-				refreshed, err := b.refreshItem(runCtx, s, cfg, name, honourBackoff)
+				name := item.name
+				refreshed, err := b.refreshItem(runCtx, s, cfg, item, honourBackoff)
 				mu.Lock()
 				switch {
 				case isReadOnly(err):
@@ -503,7 +504,7 @@ func (b *backend) runRefresh(ctx context.Context, s logical.Storage, honourBacko
 // refreshItem refreshes one due credential and settles its index entry
 // and audit event, waiting at most b.itemBudget (and until ctx ends): after
 // that it answers errStillRunning and the refresh settles on its own.
-func (b *backend) refreshItem(ctx context.Context, s logical.Storage, cfg *Config, name string, honourBackoff bool) (bool, error) {
+func (b *backend) refreshItem(ctx context.Context, s logical.Storage, cfg *Config, item dueItem, honourBackoff bool) (bool, error) {
 	itemCtx, cancel := context.WithTimeout(ctx, b.itemBudget)
 	defer cancel()
 	type outcome struct {
@@ -512,8 +513,8 @@ func (b *backend) refreshItem(ctx context.Context, s logical.Storage, cfg *Confi
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		refreshed, err := b.refreshIfDue(itemCtx, s, cfg, name, honourBackoff)
-		b.settle(context.WithoutCancel(itemCtx), s, cfg, name, refreshed, err)
+		refreshed, tok, err := b.refreshIfDue(itemCtx, s, cfg, item.name, honourBackoff)
+		b.settle(context.WithoutCancel(itemCtx), s, cfg, item, tok, refreshed, err)
 		done <- outcome{refreshed, err}
 	}()
 	select {
@@ -524,15 +525,27 @@ func (b *backend) refreshItem(ctx context.Context, s logical.Storage, cfg *Confi
 	}
 }
 
-// settle finishes one credential of a refresh run: its audit event, and
-// its place in the expiry index when the refresh failed (a stored token
-// indexed itself).
-func (b *backend) settle(ctx context.Context, s logical.Storage, cfg *Config, name string, refreshed bool, err error) {
+// settle finishes one credential of a refresh run: its audit event, its
+// place in the expiry index when the refresh failed (a stored token
+// indexed itself), and the storage entry it was popped by when that entry
+// is stale (not the one of the credential's token, tok: an entry written
+// under another refresh_ahead or before jitter, or of a deleted
+// credential), so stale entries do not pile up.
+func (b *backend) settle(ctx context.Context, s logical.Storage, cfg *Config, item dueItem, tok *issuedToken, refreshed bool, err error) {
+	name := item.name
 	if err != nil && ErrorKind(err) != KindNotFound && !isReadOnly(err) || refreshed {
 		b.audit(ctx, nil, auditOutcome(auditEvent{Action: actionRefresh, Credential: name}, err), nil)
 	}
 	switch {
+	case refreshed:
+		// putToken moved the entry.
 	case err == nil, ErrorKind(err) == KindNotFound:
+		popped := timeKey(expiryPrefix, time.Unix(item.minute*60, 0), name)
+		if tok == nil || popped != expiryKey(indexTime(name, tok, cfg.RefreshAhead), name) {
+			if err := s.Delete(ctx, popped); err != nil {
+				b.logger.Debug("could not drop a stale index entry", "credential", name, "error", err)
+			}
+		}
 	case isReadOnly(err):
 		b.expiry.putBack([]string{name}, b.now())
 	default:
@@ -568,17 +581,17 @@ func (b *backend) requeueFailed(ctx context.Context, s logical.Storage, cfg *Con
 // shard held (refresh), so it never blocks other credentials; refresh
 // serialises it with token reads of the same name. A token that is not due
 // (refreshed by a read since it was queued) is queued again at its time.
-func (b *backend) refreshIfDue(ctx context.Context, s logical.Storage, cfg *Config, name string, honourBackoff bool) (bool, error) {
+func (b *backend) refreshIfDue(ctx context.Context, s logical.Storage, cfg *Config, name string, honourBackoff bool) (bool, *issuedToken, error) {
 	lock := b.lock(name)
 	lock.RLock()
 	c, sv, err := loadCurrent(ctx, s, name)
 	lock.RUnlock()
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	if !c.typ().Refreshable || sv.Token == nil {
 		b.backoff.drop(name)
-		return false, nil
+		return false, sv.Token, nil
 	}
 	if held := b.held.get(name, c.ID); held != nil {
 		sv.Token = held
@@ -587,23 +600,23 @@ func (b *backend) refreshIfDue(ctx context.Context, s logical.Storage, cfg *Conf
 	if now.Before(refreshAt(name, sv.Token, cfg.RefreshAhead)) {
 		b.backoff.drop(name)
 		b.expiry.update(name, indexTime(name, sv.Token, cfg.RefreshAhead))
-		return false, nil
+		return false, sv.Token, nil
 	}
 	if honourBackoff && now.Before(c.RefreshRetryAt) {
 		b.expiry.update(name, c.RefreshRetryAt.Add(cfg.RefreshAhead))
 		b.backoff.put(name)
-		return false, nil
+		return false, sv.Token, nil
 	}
 	out, err := b.refreshToken(ctx, s, cfg, name)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	if !out.refreshed {
 		b.expiry.update(name, indexTime(name, out.token, cfg.RefreshAhead))
-		return false, nil
+		return false, out.token, nil
 	}
 	b.dropCached(name)
-	return true, nil
+	return true, out.token, nil
 }
 
 // refreshToken refreshes a token background refresh took up, unless
