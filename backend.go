@@ -123,6 +123,13 @@ type backend struct {
 	// backoff names the credentials whose expiry entry sits at the end of
 	// a failed refresh's backoff (refresh.go).
 	backoff backedOff
+	// continuing is set while a background refresh goes on past its
+	// periodic budget (continueRefresh); continueStop ends it.
+	// continueBudget is refreshContinueBudget (tests may change it).
+	continuing     atomic.Bool
+	continueMu     sync.Mutex
+	continueStop   context.CancelFunc // guarded by continueMu
+	continueBudget time.Duration
 	// sched orders credentials by their next rotation work.
 	sched timeIndex
 	// inRotation marks rotations in progress on this node.
@@ -239,6 +246,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		webhookTimeout:   webhookTimeout,
 		taskBudget:       periodicTaskBudget,
 		itemBudget:       periodicItemBudget,
+		continueBudget:   refreshContinueBudget,
 		mirrorFactory:    newTarget,
 		expiry:           timeIndex{prefix: expiryPrefix},
 		sched:            timeIndex{prefix: schedPrefix},
@@ -434,6 +442,7 @@ func (b *backend) stopFlusher() {
 // clean releases in-memory state when the mount is unmounted or the plugin
 // is reloaded.
 func (b *backend) clean(ctx context.Context) {
+	b.stopContinuedRefresh()
 	b.stopFlusher()
 	b.invalidate(ctx, configKey)
 	b.invalidate(ctx, saltKey)

@@ -441,9 +441,60 @@ func (b *backend) runRefresh(ctx context.Context, s logical.Storage, honourBacko
 			}
 		}
 	}
+	res, left, readOnly := b.work(ctx, s, cfg, due, honourBackoff)
+	switch {
+	case readOnly:
+		b.expiry.putBackItems(left)
+		return nil, logical.ErrReadOnly
+	case len(left) > 0 && honourBackoff && b.continueBudget > 0 && b.continuing.CompareAndSwap(false, true):
+		b.continueRefresh(ctx, s, cfg, left)
+	default:
+		b.expiry.putBackItems(left) // not started: due again on the next run
+	}
+	return res, nil
+}
+
+// refreshContinueBudget is how long background refresh-ahead goes on after
+// its periodic task's budget ended with due tokens left (continueRefresh):
+// with Vault calling the periodic function once a minute and the task's
+// share of it (about 15 s), refreshing runs for about 55 s of every minute.
+const refreshContinueBudget = 40 * time.Second
+
+// continueRefresh works through the due items a background run did not
+// get to, detached from the periodic call, for at most b.continueBudget;
+// it puts back what it does not reach. One runs at a time (b.continuing,
+// which the caller set); clean stops it.
+func (b *backend) continueRefresh(ctx context.Context, s logical.Storage, cfg *Config, left []dueItem) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.continueBudget)
+	b.continueMu.Lock()
+	b.continueStop = cancel
+	b.continueMu.Unlock()
+	go func() {
+		defer b.continuing.Store(false)
+		defer cancel()
+		res, rest, _ := b.work(cctx, s, cfg, left, true)
+		b.expiry.putBackItems(rest)
+		b.logger.Debug("background refresh went on past its periodic budget", "refreshed", len(res.Refreshed), "failed", len(res.Failed), "left", len(rest))
+	}()
+}
+
+// stopContinuedRefresh ends a continued background refresh (clean).
+func (b *backend) stopContinuedRefresh() {
+	b.continueMu.Lock()
+	defer b.continueMu.Unlock()
+	if b.continueStop != nil {
+		b.continueStop()
+		b.continueStop = nil
+	}
+}
+
+// work refreshes due items on refresh_concurrency workers until they are
+// done or ctx ends. It returns the outcome, the items not started, and
+// whether storage turned out read-only (the run stopped).
+func (b *backend) work(ctx context.Context, s logical.Storage, cfg *Config, due []dueItem, honourBackoff bool) (*refreshResult, []dueItem, bool) {
 	res := &refreshResult{Refreshed: []string{}, Failed: map[string]string{}}
 	if len(due) == 0 {
-		return res, nil
+		return res, nil, false
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -493,12 +544,8 @@ func (b *backend) runRefresh(ctx context.Context, s logical.Storage, honourBacko
 		}()
 	}
 	wg.Wait()
-	b.expiry.putBackItems(due[next:]) // not started: due again on the next run
-	if readOnly {
-		return nil, logical.ErrReadOnly
-	}
 	sort.Strings(res.Refreshed)
-	return res, nil
+	return res, due[next:], readOnly
 }
 
 // refreshItem refreshes one due credential and settles its index entry

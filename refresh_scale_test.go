@@ -456,3 +456,28 @@ func TestIndexRebuildDoesNotBlockReads(t *testing.T) {
 	require.Empty(t, res.Refreshed)
 	require.EqualValues(t, 2, srv.requests.Load())
 }
+
+// TestBackgroundRefreshGoesOnPastItsBudget (issue 13): when the periodic
+// refresh-ahead task's budget ends with due tokens left, refreshing goes on
+// detached from the periodic call (for refreshContinueBudget) instead of
+// leaving them to the next call a minute later: at Vault's budget for the
+// task (about 15 s of every minute) background refresh could not keep up
+// with 100,000 one-hour tokens.
+func TestBackgroundRefreshGoesOnPastItsBudget(t *testing.T) {
+	e := newTestBackend(t)
+	e.b.taskBudget = 300 * time.Millisecond
+	srv := newLoadTokenServer(t, 0)
+	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"insecure_http_hosts": "127.0.0.1", "refresh_concurrency": 2})
+	names := createTokenCreds(t, e, srv, "cont", 40)
+	require.NoError(t, readAll(t, e, names, 8))
+
+	srv.delay.Store(int64(100 * time.Millisecond))
+	e.clock.Advance(time.Hour) // every token is due
+	require.NoError(t, e.b.periodic(context.Background(), &logical.Request{Storage: e.storage}))
+	require.Less(t, srv.requests.Load(), int64(80), "the periodic task's budget ends before every token is refreshed")
+	eventually(t, func() bool { return srv.requests.Load() == 80 && !e.b.continuing.Load() },
+		"the tokens left when the task's budget ended are refreshed without another periodic call")
+	res, err := e.b.refreshDue(context.Background(), e.storage)
+	require.NoError(t, err)
+	require.Empty(t, res.Refreshed, "nothing is left due")
+}
