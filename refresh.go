@@ -438,6 +438,8 @@ func (b *backend) runRefresh(ctx context.Context, s logical.Storage, honourBacko
 		for _, name := range b.backoff.list() {
 			if b.expiry.take(name) {
 				due = append(due, dueItem{name: name, minute: b.now().Unix() / 60})
+			} else {
+				b.backoff.drop(name) // deleted, or in a run that settles it
 			}
 		}
 	}
