@@ -302,6 +302,9 @@ func newBackend(conf *logical.BackendConfig) *backend {
 // value (which may be secret).
 func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
 	resp, err := b.Backend.HandleRequest(ctx, req)
+	if req.Operation == logical.HelpOperation && err == nil {
+		inlineOpenAPISchemas(resp) // for sys/internal/specs/openapi (openapi.go)
+	}
 	if err == nil && resp != nil && resp.IsError() {
 		if msg := resp.Error().Error(); strings.HasPrefix(msg, "Field validation failed") {
 			return nil, fieldTypeError(msg)

@@ -34,8 +34,8 @@ func pathConfig(b *backend) *framework.Path {
 			"refresh_concurrency":           {Type: framework.TypeInt, Description: "Number of workers refreshing due tokens at once, in background refresh-ahead and refresh (1 to 256).", Default: 16},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation:   &framework.PathOperation{Callback: b.pathConfigRead},
-			logical.UpdateOperation: &framework.PathOperation{Callback: b.pathConfigWrite},
+			logical.ReadOperation:   &framework.PathOperation{Callback: b.pathConfigRead, Responses: configResponses},
+			logical.UpdateOperation: &framework.PathOperation{Callback: b.pathConfigWrite, Responses: configResponses},
 		},
 		HelpSynopsis:    "Configure the token cache, upstream security and the audit trail.",
 		HelpDescription: "Reads or changes the engine's configuration. A write changes only the fields it names; the others keep their values.",

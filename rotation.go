@@ -491,6 +491,10 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 		return err
 	}
 	s := req.Storage
+	// Revocations of an orphaned version are sent once the lock is
+	// released.
+	ctx, revoke := b.deferRevocations(ctx)
+	defer revoke()
 	lock := b.lock(w.Name)
 	lock.Lock()
 	defer lock.Unlock()
@@ -583,6 +587,9 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 			b.sched.putBack([]string{name}, now)
 		}
 	}()
+	// A grace end's revocations are sent once the lock is released.
+	ctx, revoke := b.deferRevocations(ctx)
+	defer revoke()
 	lock := b.lock(name)
 	lock.Lock()
 	c, err := loadCredential(ctx, s, name)

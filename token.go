@@ -503,39 +503,6 @@ func (b *backend) recordErrorFor(ctx context.Context, s logical.Storage, name, i
 	b.recordError(ctx, s, c, cause)
 }
 
-// refreshFailureCode classifies a failed refresh for the failure counters,
-// from a small fixed set (an upstream's error codes are not trusted to be
-// few): the OAuth2 error code when it is one of RFC 6749 section 5.2's (or
-// temporarily_unavailable, server_error), else http_429, http_4xx,
-// http_5xx, timeout or network, else the engine's error code.
-func refreshFailureCode(err error) string {
-	var ue *upstream.Error
-	if errors.As(err, &ue) {
-		switch ue.Code {
-		case "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
-			"unsupported_grant_type", "invalid_scope", "temporarily_unavailable", "server_error":
-			return ue.Code
-		}
-		switch {
-		case ue.Status == 429:
-			return "http_429"
-		case ue.Status >= 500:
-			return "http_5xx"
-		case ue.Status >= 400:
-			return "http_4xx"
-		case ue.Status != 0:
-			return "http_other"
-		case strings.Contains(ue.Reason, "timed out") || strings.Contains(ue.Reason, "deadline"):
-			return "timeout"
-		}
-		return "network"
-	}
-	if k := ErrorKind(err); k != 0 {
-		return k.Code()
-	}
-	return "error"
-}
-
 // heldTokens keeps issued tokens that storage did not take, by credential
 // name, with the version id they were obtained for. There is at most one
 // per name; an entry goes when its token is stored or its version retired.
