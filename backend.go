@@ -122,6 +122,16 @@ type backend struct {
 
 	// expiry orders refreshable tokens by expiry for refresh-ahead.
 	expiry timeIndex
+	// backoff names the credentials whose expiry entry sits at the end of
+	// a failed refresh's backoff (refresh.go).
+	backoff backedOff
+	// continuing is set while a background refresh goes on past its
+	// periodic budget (continueRefresh); continueStop ends it.
+	// continueBudget is refreshContinueBudget (tests may change it).
+	continuing     atomic.Bool
+	continueMu     sync.Mutex
+	continueStop   context.CancelFunc // guarded by continueMu
+	continueBudget time.Duration
 	// sched orders credentials by their next rotation work.
 	sched timeIndex
 	// inRotation marks rotations in progress on this node.
@@ -137,6 +147,11 @@ type backend struct {
 	upstreamBackoff  time.Duration    // first retry wait
 	upstreamRoots    *x509.CertPool   // trusted CAs for upstreams; nil means the system's
 	webhookTimeout   time.Duration    // bound of one rotation webhook call
+	// hostLimits bounds the requests in flight to each upstream host and
+	// keeps Retry-After pauses; one per backend, shared by every
+	// upstreamClient it builds (and so by token requests, revocations,
+	// device flows, webhooks and mirrors).
+	hostLimits *upstream.HostLimiter
 
 	// taskBudget bounds each periodic task, itemBudget each credential or
 	// flow a task works on (periodicTaskBudget, periodicItemBudget; tests
@@ -229,9 +244,11 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		cache:            cache,
 		upstreamAttempts: upstream.DefaultAttempts,
 		upstreamBackoff:  upstream.DefaultBackoff,
+		hostLimits:       upstream.NewHostLimiter(upstream.DefaultConcurrencyPerHost),
 		webhookTimeout:   webhookTimeout,
 		taskBudget:       periodicTaskBudget,
 		itemBudget:       periodicItemBudget,
+		continueBudget:   refreshContinueBudget,
 		mirrorFactory:    newTarget,
 		expiry:           timeIndex{prefix: expiryPrefix},
 		sched:            timeIndex{prefix: schedPrefix},
@@ -431,6 +448,7 @@ func (b *backend) stopFlusher() {
 // clean releases in-memory state when the mount is unmounted or the plugin
 // is reloaded.
 func (b *backend) clean(ctx context.Context) {
+	b.stopContinuedRefresh()
 	b.stopFlusher()
 	b.invalidate(ctx, configKey)
 	b.invalidate(ctx, saltKey)

@@ -53,6 +53,11 @@ type credential struct {
 	// LastError is the last failure of a background operation; empty when
 	// the last one succeeded. It never holds secret material.
 	LastError string `json:"last_error,omitempty"`
+	// RefreshFailures counts consecutive failed token refreshes, and
+	// RefreshRetryAt is when background refresh tries again (backoff);
+	// both are reset by a stored token.
+	RefreshFailures int       `json:"refresh_failures,omitempty"`
+	RefreshRetryAt  time.Time `json:"refresh_retry_at,omitempty"`
 	// IdempotencyKeys lists the idempotency keys used on this credential,
 	// oldest first, so replays find them and delete can drop them; bounded
 	// by idempotencyKeyTTL and maxIdempotencyKeys.

@@ -232,7 +232,7 @@ func (b *backend) purgeCache() {
 // tokens held in memory because storage failed to take them.
 func (b *backend) periodicRefresh(ctx context.Context, s logical.Storage) error {
 	heldErr := b.storeHeldTokens(ctx, s)
-	res, err := b.refreshDue(ctx, s)
+	res, err := b.refreshAhead(ctx, s)
 	if err != nil {
 		return errors.Join(heldErr, err)
 	}
