@@ -460,3 +460,16 @@ func jsonEntry(key string, v any, sealWrap bool) (*logical.StorageEntry, error) 
 
 // providerKey is the storage key of a custom OAuth2 provider preset.
 func providerKey(name string) string { return "providers/" + name }
+
+// loadCurrent reads a credential and its current secret version.
+func loadCurrent(ctx context.Context, s logical.Storage, name string) (*credential, *secretVersion, error) {
+	c, err := loadExisting(ctx, s, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	sv, err := loadSecret(ctx, s, name, c.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, sv, nil
+}

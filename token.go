@@ -172,19 +172,6 @@ func (b *backend) loadToken(ctx context.Context, s logical.Storage, cfg *Config,
 	return st, nil
 }
 
-// loadCurrent reads a credential and its current secret version.
-func loadCurrent(ctx context.Context, s logical.Storage, name string) (*credential, *secretVersion, error) {
-	c, err := loadExisting(ctx, s, name)
-	if err != nil {
-		return nil, nil, err
-	}
-	sv, err := loadSecret(ctx, s, name, c.ID)
-	if err != nil {
-		return nil, nil, err
-	}
-	return c, sv, nil
-}
-
 func (b *backend) staticToken(cfg *Config, c *credential, sv *secretVersion) (*servedToken, error) {
 	tok, err := c.typ().Token(sv.merged(c))
 	if err != nil {
