@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -209,48 +208,6 @@ func cacheUntil(now time.Time, cfg *Config, limit time.Time) time.Time {
 		return limit
 	}
 	return until
-}
-
-// nameLocks are mutexes by name, created on first use and deleted when no
-// one holds or waits for them, so their number is bounded by the names in
-// use at once. Waiting for one ends with the waiter's context.
-type nameLocks struct {
-	mu    sync.Mutex
-	locks map[string]*nameLock // guarded by mu
-}
-
-type nameLock struct {
-	ch   chan struct{} // holds a value while locked
-	refs int           // guarded by nameLocks.mu: holders and waiters
-}
-
-// lock takes name's lock and returns its release.
-func (l *nameLocks) lock(ctx context.Context, name string) (func(), error) {
-	l.mu.Lock()
-	if l.locks == nil {
-		l.locks = map[string]*nameLock{}
-	}
-	nl := l.locks[name]
-	if nl == nil {
-		nl = &nameLock{ch: make(chan struct{}, 1)}
-		l.locks[name] = nl
-	}
-	nl.refs++
-	l.mu.Unlock()
-	release := func() {
-		l.mu.Lock()
-		if nl.refs--; nl.refs == 0 {
-			delete(l.locks, name)
-		}
-		l.mu.Unlock()
-	}
-	select {
-	case nl.ch <- struct{}{}:
-		return func() { <-nl.ch; release() }, nil
-	case <-ctx.Done():
-		release()
-		return nil, ctx.Err()
-	}
 }
 
 // requestToken asks the credential's token endpoint for a new token.
