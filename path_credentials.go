@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -389,45 +388,3 @@ the preset's endpoints differ) must supply every secret the credential holds
 (client_secret, refresh_token) in the same write; it makes a new version and
 retires the old ones at once.
 `
-
-// applyMirrorInput sets the mirror fields the input names, after checking
-// them against the configured targets.
-func (b *backend) applyMirrorInput(ctx context.Context, s logical.Storage, c *credential, in *credInput) error {
-	if !in.HasMirror && in.MirrorContent == nil {
-		return nil
-	}
-	targets, content := c.Mirror, c.MirrorContent
-	if in.HasMirror {
-		targets = in.Mirror
-	}
-	if in.MirrorContent != nil {
-		content = *in.MirrorContent
-	}
-	if err := b.checkMirrorInput(ctx, s, targets, content); err != nil {
-		return err
-	}
-	c.Mirror, c.MirrorContent = targets, content
-	return nil
-}
-
-// afterWrite brings the mirrors in line with a created or updated
-// credential: copies to its targets, deletes from targets it dropped.
-// Mirror failures do not fail the write; they show in mirror/status and
-// health and are retried.
-func (b *backend) afterWrite(ctx context.Context, s logical.Storage, c, before *credential) {
-	if before != nil {
-		var dropped []string
-		for _, t := range before.Mirror {
-			if !slices.Contains(c.Mirror, t) {
-				dropped = append(dropped, t)
-			}
-		}
-		b.unmirror(ctx, s, c.Name, dropped)
-	}
-	// Pending first: if the engine stops before the write below, the
-	// periodic work finds the credential still to be mirrored.
-	b.markMirrorPending(ctx, s, c)
-	if err := b.syncMirrors(ctx, s, c.Name); err != nil {
-		b.logger.Warn("mirror write failed; will retry", "credential", c.Name, "error", err)
-	}
-}
