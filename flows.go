@@ -3,6 +3,7 @@ package nebula
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -324,4 +325,112 @@ func (b *backend) createFlowCredential(ctx context.Context, s logical.Storage, f
 func recordedOnFlow(err error) bool {
 	kind := ErrorKind(err)
 	return kind != 0 && kind != KindStorage
+}
+
+// checkFlowStart checks what the flow's credential will be, as create
+// would, and that the endpoints the grant needs exist and are allowed.
+func (b *backend) checkFlowStart(ctx context.Context, s logical.Storage, cfg *Config, in *flowStart) (oauthEndpoints, error) {
+	full := in.Values.Merge(types.Values{"grant_type": in.Grant})
+	types.OAuth2.ApplyDefaults(full)
+	if err := types.OAuth2.Check(full); err != nil {
+		return oauthEndpoints{}, invalidInput(err)
+	}
+	if err := b.checkUpstream(ctx, s, types.OAuth2, full); err != nil {
+		return oauthEndpoints{}, err
+	}
+	ep, err := b.flowEndpoints(ctx, s, in.Values)
+	if err != nil {
+		return oauthEndpoints{}, err
+	}
+	var errs []error
+	calls := map[string]string{"token_url": ep.TokenURL}
+	if in.Grant == types.GrantAuthorizationCode && ep.AuthURL == "" {
+		errs = append(errs, errors.New(`field "auth_url" is required for grant_type authorization_code when the provider preset has none`))
+	}
+	if in.Grant == types.GrantDeviceCode {
+		if ep.DeviceURL == "" {
+			errs = append(errs, errors.New(`field "device_url" is required for grant_type device_code when the provider preset has none`))
+		}
+		calls["device_url"] = ep.DeviceURL
+	}
+	for field, u := range calls {
+		if u == "" {
+			continue
+		}
+		if err := upstream.CheckURL(cfg.HostAllowed, u); err != nil {
+			errs = append(errs, fmt.Errorf("%s of the provider preset: %w", field, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return oauthEndpoints{}, invalidInput(err)
+	}
+	existing, err := loadCredential(ctx, s, in.Name)
+	if err != nil {
+		return oauthEndpoints{}, err
+	}
+	if existing != nil {
+		return oauthEndpoints{}, newError(KindDuplicate, "credential %q already exists; delete it or start the flow with another name", in.Name)
+	}
+	return ep, nil
+}
+
+// startRedirectFlow sets up an authorization code flow: a random state, a
+// PKCE verifier, and the URL to send the user to.
+func startRedirectFlow(ep oauthEndpoints, f *flow, in *flowStart) (map[string]any, string, error) {
+	state, err := randomState()
+	if err != nil {
+		return nil, "", err
+	}
+	var opts []oauth2.AuthCodeOption
+	if ep.PKCE {
+		f.Verifier = oauth2.GenerateVerifier()
+		opts = append(opts, oauth2.S256ChallengeOption(f.Verifier))
+	}
+	for k, v := range in.AuthParams {
+		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	f.RedirectURI = in.RedirectURI
+	f.StateHash = stateHash(state)
+	authURL := ep.oauth2Config(f.Values, f.RedirectURI).AuthCodeURL(state, opts...)
+	return map[string]any{"auth_url": authURL, "redirect_uri": f.RedirectURI}, f.StateHash, nil
+}
+
+// startDeviceFlow requests a device code; the flow ends when the device
+// code does, or at flow_ttl if that comes first.
+func (b *backend) startDeviceFlow(ctx context.Context, cfg *Config, ep oauthEndpoints, f *flow) (map[string]any, error) {
+	da, err := b.startDevice(ctx, cfg, ep, f.Values)
+	if err != nil {
+		return nil, err
+	}
+	f.DeviceCode, f.UserCode = da.DeviceCode, da.UserCode
+	f.VerificationURI, f.VerificationURIComplete = da.VerificationURI, da.VerificationURIComplete
+	f.Interval = int(da.Interval)
+	if f.Interval <= 0 || f.Interval > 3600 {
+		f.Interval = defaultDeviceInterval
+	}
+	f.NextPollAt = f.CreatedAt.Add(time.Duration(f.Interval) * time.Second)
+	if !da.Expiry.IsZero() {
+		if codeEnds := f.CreatedAt.Add(time.Until(da.Expiry)); codeEnds.Before(f.ExpiresAt) {
+			f.ExpiresAt = codeEnds
+		}
+	}
+	return map[string]any{}, nil
+}
+
+// redeem completes the flow id, whose state was just spent, under its lock.
+func (b *backend) redeem(ctx context.Context, s logical.Storage, id, code, providerError string) (*flow, error) {
+	lock := flowLock(id)
+	lock.Lock()
+	defer lock.Unlock()
+	f, err := loadFlow(ctx, s, id)
+	if err != nil {
+		return nil, err
+	}
+	if f == nil {
+		return nil, newError(KindInvalidCallback, "the state is unknown or was already used")
+	}
+	if err := b.redeemCode(ctx, s, f, code, providerError); err != nil {
+		return nil, err
+	}
+	return f, nil
 }
