@@ -14,6 +14,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/nebula-credential/nebula-credential/internal/upstream"
 	"github.com/nebula-credential/nebula-credential/mirror"
 )
 
@@ -200,7 +201,7 @@ func (b *backend) putMirror(ctx context.Context, s logical.Storage, c *credentia
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, upstream.MirrorTimeout)
 	defer cancel()
 	return t.Put(ctx, c.Name, version, content)
 }
@@ -282,7 +283,7 @@ func (b *backend) deleteMirror(ctx context.Context, s logical.Storage, name, tar
 	if err != nil || t == nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, upstream.MirrorTimeout)
 	defer cancel()
 	return t.Delete(ctx, name)
 }

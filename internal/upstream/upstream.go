@@ -46,6 +46,19 @@ const (
 	DefaultBackoff  = 250 * time.Millisecond
 )
 
+// Bounds of whole operations that make outbound calls, attempts and backoff
+// included (each attempt is bounded by DefaultTimeout). They are one policy:
+// an operation gives up after 30 seconds.
+const (
+	// TokenRequestTimeout bounds one token request to a token endpoint.
+	TokenRequestTimeout = 30 * time.Second
+	// FlowCallTimeout bounds one interactive flow's call to an
+	// authorization server (code exchange, device authorization, polling).
+	FlowCallTimeout = 30 * time.Second
+	// MirrorTimeout bounds one mirror write or delete to a mirror target.
+	MirrorTimeout = 30 * time.Second
+)
+
 // New returns a Client whose requests go only where policy allows (see
 // NewTransport), through a per-host limit of requests in flight
 // (HostLimiter). roots, when not nil, replaces the system's trusted CAs
