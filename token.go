@@ -254,7 +254,7 @@ func (b *backend) requestToken(ctx context.Context, s logical.Storage, cfg *Conf
 		return nil, &CredentialError{Kind: KindRefreshFailed, Msg: fmt.Sprintf("credential %q: token_url %v", c.Name, err), Err: err}
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, upstream.TokenRequestTimeout)
 	defer cancel()
 	tok, err := b.upstream(cfg).Token(ctx, req)
 	if err != nil {
@@ -329,7 +329,8 @@ func (b *backend) nameGen(name string) *atomic.Uint64 {
 // cacheGenEntries is the number of per-name cache generations kept.
 func (b *backend) cacheGenEntries() int { return len(b.nameGens) }
 
-// upstreamClient returns the client for the config's host policy.
+// upstream returns the upstream client for the config's host policy (b.upstreamClient,
+// rebuilt when the config changes).
 func (b *backend) upstream(cfg *Config) *upstream.Client {
 	b.upstreamMu.Lock()
 	defer b.upstreamMu.Unlock()
