@@ -459,7 +459,7 @@ func jsonEntry(key string, v any, sealWrap bool) (*logical.StorageEntry, error) 
 }
 
 // providerKey is the storage key of a custom OAuth2 provider preset.
-func providerKey(name string) string { return "providers/" + name }
+func providerKey(name string) string { return providersPrefix + name }
 
 // loadCurrent reads a credential and its current secret version.
 func loadCurrent(ctx context.Context, s logical.Storage, name string) (*credential, *secretVersion, error) {
