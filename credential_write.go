@@ -385,18 +385,30 @@ func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *cred
 	if idem != nil {
 		staged = append(staged, idem)
 	}
+	// The metadata is the commit point: until it is written, nothing refers
+	// to the new secret version or the idempotency record.
+	if err := b.writeMeta(ctx, s, c, staged...); err != nil {
+		return err
+	}
+	b.dropIdemRecords(ctx, s, c.Name, dropped)
+	return nil
+}
+
+// writeMeta writes a credential's metadata (creds/<name>), the one writer of
+// that entry, and notes the outcome in the operator-read summary. Staged
+// entries (new keys nothing points to yet: a secret version, an idempotency
+// record) are written first and the metadata commits them, all or nothing
+// (commitEntries). Callers that must not fail log the error themselves.
+func (b *backend) writeMeta(ctx context.Context, s logical.Storage, c *credential, staged ...*logical.StorageEntry) error {
 	meta, err := jsonEntry(credKey(c.Name), c, false)
 	if err != nil {
 		return fmt.Errorf("encoding credential: %w", err)
 	}
-	// The metadata is the commit point: until it is written, nothing refers
-	// to the new secret version or the idempotency record.
 	err = commitEntries(ctx, s, staged, meta)
 	b.summary.noteCred(c, err)
 	if err != nil {
 		return storageError("writing credential", err)
 	}
-	b.dropIdemRecords(ctx, s, c.Name, dropped)
 	return nil
 }
 

@@ -158,7 +158,7 @@ func (b *backend) snapshotUser(ctx context.Context, s logical.Storage, provider,
 	if c.ProviderEndpoints, err = b.providerEndpoints(ctx, s, c.Fields); err != nil {
 		return fmt.Errorf("credential %q: %w", name, err)
 	}
-	return b.putMeta(ctx, s, c)
+	return b.writeMeta(ctx, s, c)
 }
 
 func (b *backend) pathProvidersList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {

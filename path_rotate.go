@@ -190,7 +190,7 @@ func (b *backend) pathRotationWrite(ctx context.Context, req *logical.Request, d
 	}
 	c.Rotation = &p
 	c.RotationState.NextAttemptAt, c.RotationState.Failures = time.Time{}, 0
-	if err := b.putMeta(ctx, req.Storage, c); err != nil {
+	if err := b.writeMeta(ctx, req.Storage, c); err != nil {
 		return nil, err
 	}
 	b.reschedule(ctx, req.Storage, c)
@@ -306,7 +306,7 @@ func (b *backend) pathRotationDelete(ctx context.Context, req *logical.Request, 
 	if err := req.Storage.Delete(ctx, webhookStorageKey(name)); err != nil {
 		return nil, storageError("deleting the webhook secret", err)
 	}
-	if err := b.putMeta(ctx, req.Storage, c); err != nil {
+	if err := b.writeMeta(ctx, req.Storage, c); err != nil {
 		return nil, err
 	}
 	b.reschedule(ctx, req.Storage, c)

@@ -194,7 +194,7 @@ func (b *backend) commitRotation(ctx context.Context, s logical.Storage, c *cred
 	if err := s.Put(ctx, entry); err != nil { // the version number is final now
 		return nil, storageError("storing the new version", err)
 	}
-	if err := b.putMeta(ctx, s, c); err != nil {
+	if err := b.writeMeta(ctx, s, c); err != nil {
 		return nil, err
 	}
 	b.stats.rotations.Add(1)
@@ -295,19 +295,6 @@ func (b *backend) stillServed(ctx context.Context, s logical.Storage, name, id s
 		return true
 	}
 	return false
-}
-
-func (b *backend) putMeta(ctx context.Context, s logical.Storage, c *credential) error {
-	entry, err := jsonEntry(credKey(c.Name), c, false)
-	if err != nil {
-		return fmt.Errorf("encoding credential: %w", err)
-	}
-	err = s.Put(ctx, entry)
-	b.summary.noteCred(c, err)
-	if err != nil {
-		return storageError("writing credential", err)
-	}
-	return nil
 }
 
 func (b *backend) finishWAL(ctx context.Context, s logical.Storage, id string) {

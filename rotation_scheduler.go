@@ -116,7 +116,7 @@ func (b *backend) reschedule(ctx context.Context, s logical.Storage, c *credenti
 	}
 	b.sched.move(ctx, s, b.logger, c.Name, old, at)
 	c.RotationState.ScheduledAt = at
-	if err := b.putMeta(ctx, s, c); err != nil {
+	if err := b.writeMeta(ctx, s, c); err != nil {
 		b.logger.Warn("could not store the rotation schedule", "credential", c.Name, "error", err)
 	}
 }
@@ -171,7 +171,7 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 	if c.Previous != nil && !now.Before(c.Previous.GraceUntil) {
 		b.destroyVersion(ctx, s, c, c.Previous.ID)
 		c.Previous = nil
-		if err := b.putMeta(ctx, s, c); err != nil {
+		if err := b.writeMeta(ctx, s, c); err != nil {
 			lock.Unlock()
 			return err
 		}
@@ -208,7 +208,7 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 		c.RotationState.LastError = rotErr.Error()
 		b.logger.Warn("scheduled rotation failed", "credential", name, "failures", c.RotationState.Failures, "error", rotErr)
 	}
-	if err := b.putMeta(ctx, s, c); err != nil {
+	if err := b.writeMeta(ctx, s, c); err != nil {
 		return err
 	}
 	b.reschedule(ctx, s, c)

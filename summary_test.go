@@ -483,9 +483,9 @@ func TestSummaryBuildOutlivesAnImpatientReader(t *testing.T) {
 }
 
 // TestCredentialMetadataWritersNoteTheSummary: every function that builds
-// a creds/ storage entry or deletes one notes the summary (the writers
-// saveCredential, putMeta, saveMeta and pathCredsDelete do): a new writer
-// elsewhere fails here until it goes through them or notes it itself.
+// a creds/ storage entry or deletes one notes the summary (the one writer
+// writeMeta and pathCredsDelete do): a new writer elsewhere fails here until
+// it goes through writeMeta or notes it itself.
 func TestCredentialMetadataWritersNoteTheSummary(t *testing.T) {
 	fset := token.NewFileSet()
 	pkgs, err := parser.ParseDir(fset, ".", func(fi fs.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, 0)
@@ -504,7 +504,7 @@ func TestCredentialMetadataWritersNoteTheSummary(t *testing.T) {
 						return true
 					}
 					if !notesSummary(fn.Body) {
-						t.Errorf("%s: %s writes credential metadata (creds/) without noting the summary: go through saveCredential, putMeta or saveMeta, or call b.summary.noteCred / noteCredDeleted",
+						t.Errorf("%s: %s writes credential metadata (creds/) without noting the summary: go through writeMeta, or call b.summary.noteCred / noteCredDeleted",
 							fset.Position(call.Pos()), fn.Name.Name)
 					}
 					writers[fn.Name.Name] = true
@@ -513,7 +513,7 @@ func TestCredentialMetadataWritersNoteTheSummary(t *testing.T) {
 			}
 		}
 	}
-	for _, fn := range []string{"saveCredential", "putMeta", "saveMeta", "pathCredsDelete"} {
+	for _, fn := range []string{"writeMeta", "pathCredsDelete"} {
 		require.True(t, writers[fn], "the check finds the writer %s", fn)
 	}
 }

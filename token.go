@@ -292,16 +292,7 @@ func (b *backend) issuedFrom(cfg *Config, tok *oauth2.Token) *issuedToken {
 // creds/ reads, health and metrics). Failing to record it is logged only.
 func (b *backend) recordError(ctx context.Context, s logical.Storage, c *credential, cause error) {
 	c.LastError = cause.Error()
-	b.saveMeta(ctx, s, c)
-}
-
-func (b *backend) saveMeta(ctx context.Context, s logical.Storage, c *credential) {
-	entry, err := jsonEntry(credKey(c.Name), c, false)
-	if err == nil {
-		err = s.Put(ctx, entry)
-	}
-	b.summary.noteCred(c, err)
-	if err != nil {
+	if err := b.writeMeta(ctx, s, c); err != nil {
 		b.logger.Warn("could not store credential status", "credential", c.Name, "error", err)
 	}
 }

@@ -208,7 +208,9 @@ func (b *backend) putToken(ctx context.Context, s logical.Storage, c *credential
 	b.indexExpiry(ctx, s, c.Name, previous, issued)
 	if c.LastError != "" || c.RefreshFailures != 0 || !c.RefreshRetryAt.IsZero() {
 		c.LastError, c.RefreshFailures, c.RefreshRetryAt = "", 0, time.Time{}
-		b.saveMeta(ctx, s, c)
+		if err := b.writeMeta(ctx, s, c); err != nil {
+			b.logger.Warn("could not store credential status", "credential", c.Name, "error", err)
+		}
 	}
 	if c.MirrorContent == "token" && len(c.Mirror) > 0 {
 		b.markMirrorPending(ctx, s, c)
