@@ -296,7 +296,8 @@ func nonNilMap(m map[string]string) map[string]string {
 	return m
 }
 
-// loadCredential reads a credential's metadata; nil when it does not exist.
+// loadCredential reads a credential's metadata; nil (and no error) when it
+// does not exist. See loadCredentialRequired for reads that need one.
 func loadCredential(ctx context.Context, s logical.Storage, name string) (*credential, error) {
 	entry, err := s.Get(ctx, credKey(name))
 	if err != nil {
@@ -315,9 +316,9 @@ func loadCredential(ctx context.Context, s logical.Storage, name string) (*crede
 	return c, nil
 }
 
-// loadExisting loads a credential that must exist: invalid_input for a bad
-// name, not_found for a missing one.
-func loadExisting(ctx context.Context, s logical.Storage, name string) (*credential, error) {
+// loadCredentialRequired loads a credential that must exist: invalid_input
+// for a bad name, not_found for a missing one; never nil without an error.
+func loadCredentialRequired(ctx context.Context, s logical.Storage, name string) (*credential, error) {
 	if err := validateName(name); err != nil {
 		return nil, invalidInput(err)
 	}
@@ -461,9 +462,10 @@ func jsonEntry(key string, v any, sealWrap bool) (*logical.StorageEntry, error) 
 // providerKey is the storage key of a custom OAuth2 provider preset.
 func providerKey(name string) string { return providersPrefix + name }
 
-// loadCurrent reads a credential and its current secret version.
-func loadCurrent(ctx context.Context, s logical.Storage, name string) (*credential, *secretVersion, error) {
-	c, err := loadExisting(ctx, s, name)
+// loadCredentialWithCurrent loads a credential that must exist (as
+// loadCredentialRequired) and its current secret version.
+func loadCredentialWithCurrent(ctx context.Context, s logical.Storage, name string) (*credential, *secretVersion, error) {
+	c, err := loadCredentialRequired(ctx, s, name)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -268,7 +268,7 @@ func TestIssuedRefreshTokenSurvivesAFailedPut(t *testing.T) {
 		"refresh_token": refresh, "token_url": srv.TokenURL(), "auth_style": "header",
 	})
 	e.mustRequest(t, logical.ReadOperation, "token/user", nil)
-	_, sv, err := loadCurrent(t.Context(), e.storage, "user")
+	_, sv, err := loadCredentialWithCurrent(t.Context(), e.storage, "user")
 	require.NoError(t, err)
 	consumed := sv.Token.RefreshToken
 
@@ -292,7 +292,7 @@ func TestIssuedRefreshTokenSurvivesAFailedPut(t *testing.T) {
 	resp = e.mustRequest(t, logical.ReadOperation, "token/user", nil)
 	require.Equal(t, held, resp.Data["access_token"])
 	require.EqualValues(t, 2, srv.TokenRequestsFor("refresh_token"))
-	_, sv, err = loadCurrent(t.Context(), e.storage, "user")
+	_, sv, err = loadCredentialWithCurrent(t.Context(), e.storage, "user")
 	require.NoError(t, err)
 	require.NotEqual(t, consumed, sv.Token.RefreshToken, "the newly issued refresh token is stored")
 	require.Equal(t, held, sv.Token.AccessToken)
@@ -320,7 +320,7 @@ func TestHeldTokenIsStoredByThePeriodicRun(t *testing.T) {
 	require.NoError(t, err)
 	e.storage.failPutsWith(nil)
 	e.runPeriodic(t)
-	_, sv, err := loadCurrent(t.Context(), e.storage, "user")
+	_, sv, err := loadCredentialWithCurrent(t.Context(), e.storage, "user")
 	require.NoError(t, err)
 	require.NotNil(t, sv.Token, "the periodic run stored the held token")
 	require.Equal(t, resp.Data["access_token"], sv.Token.AccessToken)

@@ -105,7 +105,7 @@ func TestRefreshTokenGrantWithRotation(t *testing.T) {
 
 	first := e.mustRequest(t, logical.ReadOperation, "token/user", nil)
 	require.NotEmpty(t, first.Data["access_token"])
-	_, sv, err := loadCurrent(t.Context(), e.storage, "user")
+	_, sv, err := loadCredentialWithCurrent(t.Context(), e.storage, "user")
 	require.NoError(t, err)
 	require.NotEmpty(t, sv.Token.RefreshToken)
 	require.NotEqual(t, refresh, sv.Token.RefreshToken, "the rotated refresh token is stored with the access token")
@@ -148,7 +148,7 @@ func TestInvalidClientSecretKeepsTheOldToken(t *testing.T) {
 	require.NotContains(t, err.Error(), secret)
 	require.NotContains(t, err.Error(), "{", "no upstream body in the message")
 
-	_, sv, err := loadCurrent(t.Context(), e.storage, "svc")
+	_, sv, err := loadCredentialWithCurrent(t.Context(), e.storage, "svc")
 	require.NoError(t, err)
 	require.Equal(t, good.Data["access_token"], sv.Token.AccessToken, "the last good token stays in storage")
 }

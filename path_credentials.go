@@ -119,7 +119,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	lock := b.lock(name)
 	lock.RLock()
 	defer lock.RUnlock()
-	c, err := loadExisting(ctx, req.Storage, name)
+	c, err := loadCredentialRequired(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}

@@ -173,7 +173,7 @@ func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, d *
 }
 
 func (b *backend) pathCredMetricsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	c, err := loadExisting(ctx, req.Storage, d.Get("name").(string))
+	c, err := loadCredentialRequired(ctx, req.Storage, d.Get("name").(string))
 	if err != nil {
 		return nil, err
 	}

@@ -103,7 +103,7 @@ func (b *backend) credentialPolicyExists(ctx context.Context, req *logical.Reque
 }
 
 func (b *backend) pathRotationRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	c, err := loadExisting(ctx, req.Storage, d.Get("name").(string))
+	c, err := loadCredentialRequired(ctx, req.Storage, d.Get("name").(string))
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +150,7 @@ func (b *backend) pathRotationWrite(ctx context.Context, req *logical.Request, d
 	lock := b.lock(name)
 	lock.Lock()
 	defer lock.Unlock()
-	c, err := loadExisting(ctx, req.Storage, name)
+	c, err := loadCredentialRequired(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +297,7 @@ func (b *backend) pathRotationDelete(ctx context.Context, req *logical.Request, 
 	lock := b.lock(name)
 	lock.Lock()
 	defer lock.Unlock()
-	c, err := loadExisting(ctx, req.Storage, name)
+	c, err := loadCredentialRequired(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}

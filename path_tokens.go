@@ -142,7 +142,7 @@ func (b *backend) previousToken(ctx context.Context, s logical.Storage, name str
 	lock := b.lock(name)
 	lock.RLock()
 	defer lock.RUnlock()
-	c, err := loadExisting(ctx, s, name)
+	c, err := loadCredentialRequired(ctx, s, name)
 	if err != nil {
 		return nil, err
 	}

@@ -87,7 +87,7 @@ func TestEndpointChangeNeedsTheIssuedRefreshToken(t *testing.T) {
 	a := newAttacker(t)
 	_, secret := srv.ClientCredentialsClient()
 	createClientCredentials(t, e, srv, "svc")
-	c, sv, err := loadCurrent(t.Context(), e.storage, "svc")
+	c, sv, err := loadCredentialWithCurrent(t.Context(), e.storage, "svc")
 	require.NoError(t, err)
 	sv.Token = &issuedToken{AccessToken: "at", TokenType: "Bearer", RefreshToken: "issued-rt", Expiry: e.clock.Now().Add(time.Hour)}
 	entry, err := jsonEntry(c.secretKey(), sv, true)

@@ -351,7 +351,7 @@ func (b *backend) requeueFailed(ctx context.Context, s logical.Storage, cfg *Con
 func (b *backend) refreshIfDue(ctx context.Context, s logical.Storage, cfg *Config, name string, honourBackoff bool) (bool, *issuedToken, error) {
 	lock := b.lock(name)
 	lock.RLock()
-	c, sv, err := loadCurrent(ctx, s, name)
+	c, sv, err := loadCredentialWithCurrent(ctx, s, name)
 	lock.RUnlock()
 	if err != nil {
 		return false, nil, err

@@ -106,7 +106,7 @@ func (b *backend) rotate(ctx context.Context, s logical.Storage, name string, su
 	}
 	lock := b.lock(name)
 	lock.RLock()
-	c, sv, err := loadCurrent(ctx, s, name)
+	c, sv, err := loadCredentialWithCurrent(ctx, s, name)
 	lock.RUnlock()
 	if err != nil {
 		return nil, err

@@ -123,7 +123,7 @@ func (b *backend) tokenFor(ctx context.Context, s logical.Storage, name string) 
 func (b *backend) loadToken(ctx context.Context, s logical.Storage, cfg *Config, name string, force bool) (*servedToken, error) {
 	lock := b.lock(name)
 	lock.RLock()
-	c, sv, err := loadCurrent(ctx, s, name)
+	c, sv, err := loadCredentialWithCurrent(ctx, s, name)
 	lock.RUnlock()
 	if err != nil {
 		return nil, err

@@ -60,7 +60,7 @@ func (b *backend) refreshUnlessFresh(ctx context.Context, s logical.Storage, cfg
 	lock := b.lock(name)
 	for range refreshAttempts {
 		lock.RLock()
-		c, sv, err := loadCurrent(ctx, s, name)
+		c, sv, err := loadCredentialWithCurrent(ctx, s, name)
 		lock.RUnlock()
 		if err != nil {
 			return nil, err
@@ -149,7 +149,7 @@ func (b *backend) storeIssued(ctx context.Context, s logical.Storage, requested 
 	lock := b.lock(name)
 	lock.Lock()
 	defer lock.Unlock()
-	c, sv, err := loadCurrent(ctx, s, name)
+	c, sv, err := loadCredentialWithCurrent(ctx, s, name)
 	if err == nil && c.ID != id {
 		err = errVersionChanged
 	}
