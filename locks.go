@@ -46,3 +46,22 @@ func (l *nameLocks) lock(ctx context.Context, name string) (func(), error) {
 		return nil, ctx.Err()
 	}
 }
+
+// withCredentialLock runs fn under name's credential write lock (b.lock),
+// released when fn returns. Paths that release the lock part-way (refresh,
+// verify=true writes, rotation) take it themselves.
+func (b *backend) withCredentialLock(name string, fn func() error) error {
+	lock := b.lock(name)
+	lock.Lock()
+	defer lock.Unlock()
+	return fn()
+}
+
+// withCredentialRLock runs fn under name's credential read lock, released
+// when fn returns.
+func (b *backend) withCredentialRLock(name string, fn func() error) error {
+	lock := b.lock(name)
+	lock.RLock()
+	defer lock.RUnlock()
+	return fn()
+}

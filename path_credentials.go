@@ -116,14 +116,16 @@ func (b *backend) pathCredsList(ctx context.Context, req *logical.Request, _ *fr
 
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	lock := b.lock(name)
-	lock.RLock()
-	defer lock.RUnlock()
-	c, err := loadCredentialRequired(ctx, req.Storage, name)
-	if err != nil {
-		return nil, err
-	}
-	return &logical.Response{Data: c.responseData(b.now())}, nil
+	var resp *logical.Response
+	err := b.withCredentialRLock(name, func() error {
+		c, err := loadCredentialRequired(ctx, req.Storage, name)
+		if err != nil {
+			return err
+		}
+		resp = &logical.Response{Data: c.responseData(b.now())}
+		return nil
+	})
+	return resp, err
 }
 
 // credInput is a parsed write to creds/<name>.

@@ -148,17 +148,16 @@ func (b *backend) snapshotUsers(ctx context.Context, s logical.Storage, provider
 }
 
 func (b *backend) snapshotUser(ctx context.Context, s logical.Storage, provider, name string) error {
-	lock := b.lock(name)
-	lock.Lock()
-	defer lock.Unlock()
-	c, err := loadCredential(ctx, s, name)
-	if err != nil || c == nil || c.typ() != types.OAuth2 || c.ProviderEndpoints != nil || c.Fields.String("provider") != provider {
-		return err
-	}
-	if c.ProviderEndpoints, err = b.providerEndpoints(ctx, s, c.Fields); err != nil {
-		return fmt.Errorf("credential %q: %w", name, err)
-	}
-	return b.writeMeta(ctx, s, c)
+	return b.withCredentialLock(name, func() error {
+		c, err := loadCredential(ctx, s, name)
+		if err != nil || c == nil || c.typ() != types.OAuth2 || c.ProviderEndpoints != nil || c.Fields.String("provider") != provider {
+			return err
+		}
+		if c.ProviderEndpoints, err = b.providerEndpoints(ctx, s, c.Fields); err != nil {
+			return fmt.Errorf("credential %q: %w", name, err)
+		}
+		return b.writeMeta(ctx, s, c)
+	})
 }
 
 func (b *backend) pathProvidersList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {

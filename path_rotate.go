@@ -294,23 +294,22 @@ func (p *rotationPolicy) validate(cfg *Config, hasSecret bool) error {
 
 func (b *backend) pathRotationDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	lock := b.lock(name)
-	lock.Lock()
-	defer lock.Unlock()
-	c, err := loadCredentialRequired(ctx, req.Storage, name)
-	if err != nil {
-		return nil, err
-	}
-	c.Rotation = nil
-	c.RotationState.NextAttemptAt, c.RotationState.Failures, c.RotationState.LastError = time.Time{}, 0, ""
-	if err := req.Storage.Delete(ctx, webhookStorageKey(name)); err != nil {
-		return nil, storageError("deleting the webhook secret", err)
-	}
-	if err := b.writeMeta(ctx, req.Storage, c); err != nil {
-		return nil, err
-	}
-	b.reschedule(ctx, req.Storage, c)
-	return nil, nil
+	return nil, b.withCredentialLock(name, func() error {
+		c, err := loadCredentialRequired(ctx, req.Storage, name)
+		if err != nil {
+			return err
+		}
+		c.Rotation = nil
+		c.RotationState.NextAttemptAt, c.RotationState.Failures, c.RotationState.LastError = time.Time{}, 0, ""
+		if err := req.Storage.Delete(ctx, webhookStorageKey(name)); err != nil {
+			return storageError("deleting the webhook secret", err)
+		}
+		if err := b.writeMeta(ctx, req.Storage, c); err != nil {
+			return err
+		}
+		b.reschedule(ctx, req.Storage, c)
+		return nil
+	})
 }
 
 const rotateHelp = `
