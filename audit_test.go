@@ -35,7 +35,7 @@ func TestTokenReadsAreAuditedWithoutSynchronousWrites(t *testing.T) {
 	const reads = 10_000
 	req := &logical.Request{Operation: logical.ReadOperation, Path: "token/k", Storage: e.storage}
 	for range reads {
-		_, err := e.b.HandleRequest(context.Background(), req)
+		_, err := e.handle(t, context.Background(), req)
 		require.NoError(t, err)
 	}
 	require.Equal(t, puts, e.storage.puts.Load(), "token reads write nothing synchronously")
@@ -344,7 +344,7 @@ func TestAuditDropsDuringASuccessfulWriteAreNotCounted(t *testing.T) {
 func TestAuditKeepsVaultIdentityBesideCallerClaims(t *testing.T) {
 	e := newTestBackend(t)
 	e.mustRequest(t, logical.CreateOperation, "creds/k", validCreds["api_key"])
-	_, err := e.b.HandleRequest(context.Background(), &logical.Request{
+	_, err := e.handle(t, context.Background(), &logical.Request{
 		Operation: logical.UpdateOperation, Path: "token/k", Storage: e.storage,
 		DisplayName: "token-bob", EntityID: "e-1", ID: "req-7",
 		Data: map[string]any{"user_id": "alice", "execution_id": "ex-1", "workflow_id": "wf-1"},
@@ -467,7 +467,7 @@ func TestAuditQueryCostIsBounded(t *testing.T) {
 	query := func(filter map[string]any) ([]map[string]any, string, int64) {
 		t.Helper()
 		before := s.reads.Load()
-		resp, err := e.b.HandleRequest(context.Background(), &logical.Request{
+		resp, err := e.handle(t, context.Background(), &logical.Request{
 			Operation: logical.ReadOperation, Path: "audit", Storage: s, Data: filter,
 		})
 		require.NoError(t, err)

@@ -75,6 +75,27 @@ func (e *testEnv) request(tb testing.TB, op logical.Operation, path string, data
 	return resp, err
 }
 
+// handle is HandleRequest for requests request cannot build (own storage,
+// identity fields or context): it returns what HandleRequest returns, after
+// checking a successful answer against the route's declared response schema
+// (checkAnswer). Call it from the test's goroutine.
+func (e *testEnv) handle(tb testing.TB, ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	tb.Helper()
+	resp, err := e.b.HandleRequest(ctx, req)
+	e.checkAnswer(tb, req, resp, err)
+	return resp, err
+}
+
+// checkAnswer validates resp, the answer to req, against the route's
+// declared response schema unless the request failed (err or an error
+// response).
+func (e *testEnv) checkAnswer(tb testing.TB, req *logical.Request, resp *logical.Response, err error) {
+	tb.Helper()
+	if err == nil && (resp == nil || !resp.IsError()) {
+		e.validateResponse(tb, req.Operation, req.Path, resp)
+	}
+}
+
 // mustRequest is request that fails the test on error.
 func (e *testEnv) mustRequest(tb testing.TB, op logical.Operation, path string, data map[string]any) *logical.Response {
 	tb.Helper()

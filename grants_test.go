@@ -169,8 +169,11 @@ func TestSharedRefreshSurvivesTheFirstCallerCancelling(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	first := make(chan error, 1)
+	firstReq := &logical.Request{Operation: logical.ReadOperation, Path: "token/a", Storage: e.storage}
+	var firstResp *logical.Response
 	go func() {
-		_, err := e.b.HandleRequest(ctx, &logical.Request{Operation: logical.ReadOperation, Path: "token/a", Storage: e.storage})
+		resp, err := e.b.HandleRequest(ctx, firstReq)
+		firstResp = resp
 		first <- err
 	}()
 	h.waitArrival(t)
@@ -193,7 +196,8 @@ func TestSharedRefreshSurvivesTheFirstCallerCancelling(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // let the waiters join the flight (not needed for correctness)
 	cancel()
 	select {
-	case <-first:
+	case err := <-first:
+		e.checkAnswer(t, firstReq, firstResp, err)
 	case <-time.After(testWait):
 		t.Fatal("the cancelled caller did not return")
 	}
@@ -221,7 +225,10 @@ func TestReadOnlyStorageIsForwarded(t *testing.T) {
 	before := srv.TokenRequests()
 
 	handle := func(op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
-		return v.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Data: data, Storage: e.storage})
+		req := &logical.Request{Operation: op, Path: path, Data: data, Storage: e.storage}
+		resp, err := v.HandleRequest(context.Background(), req)
+		e.checkAnswer(t, req, resp, err)
+		return resp, err
 	}
 
 	e.storage.failPutsWith(readOnlyPut)

@@ -177,16 +177,18 @@ func TestConcurrentReadsOfAnExpiredTokenMakeOneRequest(t *testing.T) {
 	var wg sync.WaitGroup
 	tokens := make([]any, readers)
 	errs := make([]error, readers)
+	resps := make([]*logical.Response, readers)
 	start := make(chan struct{})
+	req := func() *logical.Request {
+		return &logical.Request{Operation: logical.ReadOperation, Path: "token/svc", Storage: e.storage}
+	}
 	for i := range readers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-start
-			resp, err := e.b.HandleRequest(context.Background(), &logical.Request{
-				Operation: logical.ReadOperation, Path: "token/svc", Storage: e.storage,
-			})
-			errs[i] = err
+			resp, err := e.b.HandleRequest(context.Background(), req())
+			errs[i], resps[i] = err, resp
 			if err == nil {
 				tokens[i] = resp.Data["access_token"]
 			}
@@ -197,6 +199,7 @@ func TestConcurrentReadsOfAnExpiredTokenMakeOneRequest(t *testing.T) {
 	for i := range readers {
 		require.NoError(t, errs[i])
 		require.Equal(t, tokens[0], tokens[i])
+		e.checkAnswer(t, req(), resps[i], errs[i])
 	}
 	require.EqualValues(t, 1, srv.TokenRequests()-before, "one upstream request for all readers")
 }

@@ -310,7 +310,7 @@ func TestOperatorReadsDoNotScan(t *testing.T) {
 		cs := &countingStorage{Storage: e.storage}
 		read := func(path string, data map[string]any) int64 {
 			before := cs.reads.Load()
-			_, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: path, Data: data, Storage: cs})
+			_, err := e.handle(t, context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: path, Data: data, Storage: cs})
 			require.NoError(t, err)
 			return cs.reads.Load() - before
 		}
@@ -476,7 +476,7 @@ func TestSummaryBuildOutlivesAnImpatientReader(t *testing.T) {
 	close(hs.release)
 
 	cs := &countingStorage{Storage: e.storage}
-	_, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "health", Storage: cs})
+	_, err := e.handle(t, context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "health", Storage: cs})
 	require.NoError(t, err)
 	require.LessOrEqual(t, cs.reads.Load(), int64(2), "the build was not started again")
 	requireSameAsScan(t, e, "the build finished")
