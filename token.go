@@ -625,8 +625,11 @@ func (b *backend) requestToken(ctx context.Context, s logical.Storage, cfg *Conf
 	if sv.Token != nil && sv.Token.RefreshToken != "" {
 		req.RefreshToken = sv.Token.RefreshToken
 	}
+	if err := signedJWTRequest(v, &req); err != nil {
+		return nil, newError(KindRefreshFailed, "credential %q: %v", c.Name, err)
+	}
 	switch req.Grant {
-	case types.GrantClientCredentials:
+	case types.GrantClientCredentials, types.GrantJWTBearer:
 	case types.GrantRefreshToken:
 		if req.RefreshToken == "" {
 			return nil, newError(KindNoRefreshToken, "credential %q has no refresh token", c.Name)
