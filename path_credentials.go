@@ -493,9 +493,11 @@ func (b *backend) updateCredential(ctx context.Context, s logical.Storage, exist
 		next.Token = issued
 	}
 	c.UpdatedAt = b.now().UTC()
+	reconnected := reactivate(&c, next != nil) // new secret material
 	if err := b.saveCredential(ctx, s, &c, next, in); err != nil {
 		return nil, err
 	}
+	b.notifyReactivated(ctx, s, reconnected, &c)
 	if moved {
 		// Retired versions are revoked where they were used, never at the
 		// new endpoints.

@@ -245,8 +245,8 @@ func (b *backend) refreshIfDue(ctx context.Context, s logical.Storage, cfg *Conf
 	if err != nil {
 		return false, err
 	}
-	if !c.typ().Refreshable || sv.Token == nil {
-		return false, nil
+	if !c.typ().Refreshable || sv.Token == nil || c.needsReconnect() {
+		return false, nil // needs_reconnect: no upstream request until a new version
 	}
 	if held := b.held.get(name, c.ID); held != nil {
 		sv.Token = held

@@ -628,6 +628,7 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 		c.RotationState.Failures++
 		c.RotationState.NextAttemptAt = b.now().UTC().Add(rotationBackoff(c.RotationState.Failures))
 		c.RotationState.LastError = rotErr.Error()
+		b.notify(ctx, s, eventRotationFailed, c, "")
 		b.logger.Warn("scheduled rotation failed", "credential", name, "failures", c.RotationState.Failures, "error", rotErr)
 	}
 	if err := b.putMeta(ctx, s, c); err != nil {

@@ -415,7 +415,8 @@ func (b *backend) putToken(ctx context.Context, s logical.Storage, c *credential
 	}
 	b.held.drop(c.Name, sv.ID)
 	b.indexExpiry(ctx, s, c.Name, previous, issued)
-	if c.LastError != "" {
+	if c.LastError != "" || c.Reconnect != nil {
+		b.noteRecovered(ctx, s, c)
 		c.LastError = ""
 		b.saveMeta(ctx, s, c)
 	}
@@ -488,6 +489,7 @@ func (b *backend) recordErrorFor(ctx context.Context, s logical.Storage, name, i
 	if err != nil || c == nil || c.ID != id {
 		return
 	}
+	b.noteRefreshFailure(ctx, s, c, cause) // dead grants, notifications
 	b.recordError(ctx, s, c, cause)
 }
 
@@ -604,6 +606,9 @@ func (l *nameLocks) lock(ctx context.Context, name string) (func(), error) {
 
 // requestToken asks the credential's token endpoint for a new token.
 func (b *backend) requestToken(ctx context.Context, s logical.Storage, cfg *Config, c *credential, sv *secretVersion) (*issuedToken, error) {
+	if err := reconnectGate(c, sv); err != nil {
+		return nil, err // a dead grant: no upstream request
+	}
 	v := sv.upstreamValues(c) // the endpoints the credential was written with
 	p, err := b.resolveProvider(ctx, s, v)
 	if err != nil {
