@@ -174,7 +174,7 @@ func (b *backend) pollDevice(ctx context.Context, s logical.Storage, cfg *Config
 	form := url.Values{"grant_type": {deviceGrantType}, "device_code": {f.DeviceCode}, "client_id": {clientID}}
 	if key, err := clientAssertionKey(f.Values); err != nil || key != nil {
 		secret = "" // private_key_jwt: the assertion authenticates the client
-		if err := addClientAssertion(form, key, err, clientID, ep.TokenURL); err != nil {
+		if err := addClientAssertion(form, key, err, clientID, firstNonEmpty(f.Values.String("assertion_audience"), ep.TokenURL)); err != nil {
 			return nil, err
 		}
 	}

@@ -22,7 +22,7 @@ func signedJWTRequest(v types.Values, req *upstream.Request) error {
 		if err != nil {
 			return err
 		}
-		req.ClientKey = key
+		req.ClientKey, req.AssertionAudience = key, v.String("assertion_audience")
 		req.ClientSecret = ""
 	}
 	if v.String("grant_type") != types.GrantJWTBearer {
@@ -69,7 +69,7 @@ func withClientAssertion(opts []oauth2.AuthCodeOption, v types.Values, tokenURL 
 	if err != nil || key == nil {
 		return opts, err
 	}
-	params, err := upstream.ClientAssertionParams(key, v.String("client_id"), tokenURL)
+	params, err := upstream.ClientAssertionParams(key, v.String("client_id"), firstNonEmpty(v.String("assertion_audience"), tokenURL))
 	if err != nil {
 		return nil, err
 	}

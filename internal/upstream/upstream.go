@@ -89,6 +89,9 @@ type Request struct {
 	// afresh for every request (private_key_jwt, RFC 7523 section 2.2)
 	// instead of ClientSecret and AuthStyle.
 	ClientKey *SigningKey
+	// AssertionAudience is the aud of client assertions; empty means the
+	// URL of the endpoint called.
+	AssertionAudience string
 	// Bearer is the assertion of the jwt_bearer grant (RFC 7523 section
 	// 2.1), signed afresh for every request.
 	Bearer *BearerAssertion
@@ -174,7 +177,7 @@ func (c *Client) tokenOnce(ctx context.Context, r Request) (*oauth2.Token, error
 		// No hook of x/oauth2 takes an assertion: it goes as parameters,
 		// and x/oauth2 sends no client_secret when the secret is empty
 		// (AuthStyleInParams), only client_id.
-		if err := clientAssertion(params, r.ClientKey, r.ClientID, r.TokenURL, now); err != nil {
+		if err := clientAssertion(params, r.ClientKey, r.ClientID, firstNonEmpty(r.AssertionAudience, r.TokenURL), now); err != nil {
 			return nil, err
 		}
 		style, secret = oauth2.AuthStyleInParams, ""
@@ -312,7 +315,7 @@ func (c *Client) Revoke(ctx context.Context, r Request, revocationURL, token, hi
 	form := url.Values{"token": {token}, "token_type_hint": {hint}}
 	if r.ClientKey != nil {
 		form.Set("client_id", r.ClientID)
-		if err := clientAssertion(form, r.ClientKey, r.ClientID, revocationURL, time.Now()); err != nil {
+		if err := clientAssertion(form, r.ClientKey, r.ClientID, firstNonEmpty(r.AssertionAudience, revocationURL), time.Now()); err != nil {
 			return err
 		}
 	} else if r.AuthStyle == "body" {
