@@ -315,3 +315,26 @@ func (b *backend) addNotifyMetrics(data map[string]any) {
 	data["notifications_pending"] = len(n.queue)
 	data["needs_reconnect_marked"] = n.deadGrants.Load()
 }
+
+// warningStart is when the warning period of the next rotation begins, if
+// no rotation_due notification was sent for that rotation yet; zero when
+// there is nothing to send (no rotation, no warning period, or sent).
+func (c *credential) warningStart() time.Time {
+	next := c.nextRotation()
+	if next.IsZero() || c.Rotation.WarningPeriod <= 0 || c.RotationState.WarnedFor.Equal(next) {
+		return time.Time{}
+	}
+	return next.Add(-c.Rotation.WarningPeriod)
+}
+
+// noteRotationDue sends rotation_due once per rotation, when the scheduler
+// finds c inside the warning period (nextWork wakes it at warningStart).
+// The caller holds c's lock and stores c (reschedule).
+func (b *backend) noteRotationDue(ctx context.Context, s logical.Storage, c *credential, now time.Time) {
+	start := c.warningStart()
+	if start.IsZero() || now.Before(start) || !now.Before(c.nextRotation()) {
+		return // not yet, or overdue: rotation_failed tells about that
+	}
+	c.RotationState.WarnedFor = c.nextRotation()
+	b.notify(ctx, s, eventRotationDue, c, "")
+}

@@ -214,3 +214,39 @@ func TestNotifyConfig(t *testing.T) {
 	resp = e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"notify_url": ""})
 	require.Equal(t, "", resp.Data["notify_url"])
 }
+
+func TestRotationDueIsSentOnceWhenTheWarningPeriodStarts(t *testing.T) {
+	e := newTestBackend(t)
+	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{
+		"notify_url": "https://receiver.example/events", "notify_secret": testNotifySecret,
+	})
+	// No deliverer: the queue shows what was sent, deterministically.
+	queued := func() []notifyEvent {
+		var out []notifyEvent
+		for len(e.b.notifier.queue) > 0 {
+			out = append(out, <-e.b.notifier.queue)
+		}
+		return out
+	}
+	e.mustRequest(t, logical.CreateOperation, "creds/g", map[string]any{"type": "generated"})
+	e.mustRequest(t, logical.UpdateOperation, "creds/g/rotation", map[string]any{"interval": "1h", "warning_period": "10m"})
+	e.clock.Advance(49 * time.Minute)
+	e.runPeriodic(t)
+	require.Empty(t, queued(), "not in the warning period yet")
+	e.clock.Advance(2 * time.Minute)
+	e.runPeriodic(t)
+	got := queued()
+	require.Len(t, got, 1)
+	require.Equal(t, notifyEvent{Event: eventRotationDue, Credential: "g", Type: "generated", Time: e.clock.Now().UTC().Format(time.RFC3339)}, got[0])
+	e.clock.Advance(time.Minute)
+	e.runPeriodic(t)
+	require.Empty(t, queued(), "once per rotation")
+	e.clock.Advance(8 * time.Minute)
+	e.runPeriodic(t) // rotates
+	require.Empty(t, queued())
+	e.clock.Advance(51 * time.Minute)
+	e.runPeriodic(t)
+	got = queued()
+	require.Len(t, got, 1, "the next rotation's warning period")
+	require.Equal(t, eventRotationDue, got[0].Event)
+}

@@ -66,6 +66,9 @@ type rotationState struct {
 	LastError     string    `json:"last_error,omitempty"`
 	// ScheduledAt is when the credential's schedule index entry fires.
 	ScheduledAt time.Time `json:"scheduled_at,omitempty"`
+	// WarnedFor is the rotation time a rotation_due notification was sent
+	// for (notify.go).
+	WarnedFor time.Time `json:"warned_for,omitempty"`
 }
 
 // nextRotation is when the policy next rotates; zero means never.
@@ -119,6 +122,7 @@ func (c *credential) nextWork() time.Time {
 		}
 		earliest(next)
 	}
+	earliest(c.warningStart()) // a rotation_due notification to send
 	if c.Previous != nil {
 		earliest(c.Previous.GraceUntil)
 	}
@@ -598,6 +602,7 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 			return err
 		}
 	}
+	b.noteRotationDue(ctx, s, c, now)
 	due := c.rotationDue(now)
 	if !due {
 		b.reschedule(ctx, s, c)
