@@ -406,6 +406,9 @@ func (b *backend) createFlowCredential(ctx context.Context, s logical.Storage, f
 	if err != nil {
 		return nil, err
 	}
+	if existing != nil && existing.needsReconnect() {
+		return b.reconnectWithFlow(ctx, s, existing, f, issued) // reconnect.go
+	}
 	if existing != nil {
 		return nil, newError(KindDuplicate, "credential %q was created while the flow ran", f.Name)
 	}

@@ -296,7 +296,7 @@ func (b *backend) checkFlowStart(ctx context.Context, s logical.Storage, cfg *Co
 	if err != nil {
 		return oauthEndpoints{}, err
 	}
-	if existing != nil {
+	if existing != nil && !existing.needsReconnect() { // needs_reconnect: the flow reconnects it
 		return oauthEndpoints{}, newError(KindDuplicate, "credential %q already exists; delete it or start the flow with another name", in.Name)
 	}
 	return ep, nil

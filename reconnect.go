@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/nebula-credential/nebula-credential/internal/upstream"
+	"github.com/nebula-credential/nebula-credential/types"
 )
 
 // Dead grants. When the token endpoint answers a refresh with an error
@@ -20,7 +21,8 @@ import (
 // background refresh skips it), health names it, and a needs_reconnect
 // event is sent. A new version (new refresh_token, client_secret,
 // private_key or service-account key, written to creds/<name> or by
-// rotation) is not marked, so it is used at once.
+// rotation, or a completed flow for its name) is not marked, so it is used
+// at once.
 
 // statusNeedsReconnect is the status of a credential whose grant is dead.
 const statusNeedsReconnect = "needs_reconnect"
@@ -68,8 +70,8 @@ func reconnectGate(c *credential, sv *secretVersion) error {
 		return nil
 	}
 	return newError(KindNoToken, "credential %q needs reconnecting: its token endpoint answered %s, so the grant was revoked or the client's credentials are no longer accepted; "+
-		"no request is made until you write a new refresh_token, client_secret or private_key to creds/%s (or delete it and connect again through flows/start)",
-		c.Name, c.Reconnect.ErrorCode, c.Name)
+		"no request is made until it is reconnected: complete a flow for it (flows/start name=%s) or write a new refresh_token, client_secret or private_key to creds/%s",
+		c.Name, c.Reconnect.ErrorCode, c.Name, c.Name)
 }
 
 // noteRefreshFailure is called with a refresh failure about to be recorded
@@ -132,7 +134,7 @@ func reconnectIssues(c *credential) []healthIssue {
 		return nil
 	}
 	return []healthIssue{{Credential: c.Name, Kind: statusNeedsReconnect,
-		Message: "the token endpoint answered " + c.Reconnect.ErrorCode + " on refresh (access revoked?): write a new refresh_token, client_secret or private_key to creds/" + c.Name + ", or connect it again"}}
+		Message: "the token endpoint answered " + c.Reconnect.ErrorCode + " on refresh (access revoked?): complete a flow for it (flows/start name=" + c.Name + ") or write a new refresh_token, client_secret or private_key to creds/" + c.Name}}
 }
 
 // reconnectData is the reconnect part of creds/<name> reads: nil, or the
@@ -142,4 +144,43 @@ func (c *credential) reconnectData() any {
 		return nil
 	}
 	return map[string]any{"error_code": c.Reconnect.ErrorCode, "since": c.Reconnect.Since.UTC().Format(time.RFC3339)}
+}
+
+// reconnectWithFlow gives a credential that needs reconnecting the grant an
+// interactive flow for its name obtained: a new version with the flow's
+// fields (the flow supplied the client's secrets itself) and its first
+// token, keeping the credential's description, tags, metadata, rotation
+// policy and mirrors. The dead version is retired where it was used (its
+// old endpoints). The caller holds the credential's write lock.
+func (b *backend) reconnectWithFlow(ctx context.Context, s logical.Storage, existing *credential, f *flow, issued *issuedToken) (*credential, error) {
+	in := &credInput{Name: f.Name, Values: f.Values.Merge(types.Values{"grant_type": f.Grant})}
+	built, next, err := b.buildCredential(ctx, s, in, types.OAuth2, issued)
+	if err != nil {
+		return nil, err
+	}
+	c := *existing
+	c.Fields, c.ProviderEndpoints = built.Fields, built.ProviderEndpoints
+	if f.ProviderEndpoints != nil {
+		c.ProviderEndpoints = f.ProviderEndpoints // where the flow sent the secret
+	}
+	next.Version = existing.Version + 1
+	retired := b.promote(&c, next)
+	if c.Previous != nil {
+		// The previous version's grant is dead; nothing to keep it for.
+		retired = append(retired, *c.Previous)
+		c.Previous = nil
+	}
+	reactivate(&c, true)
+	c.UpdatedAt = b.now().UTC()
+	if err := b.saveCredential(ctx, s, &c, next, &credInput{Name: f.Name}); err != nil {
+		return nil, err
+	}
+	old := c
+	old.Fields, old.ProviderEndpoints = existing.Fields, existing.ProviderEndpoints
+	for _, ref := range retired {
+		b.destroyVersion(ctx, s, &old, ref.ID)
+	}
+	b.afterNewVersion(ctx, s, &c, next, nil)
+	b.notifyReactivated(ctx, s, true, &c)
+	return &c, nil
 }

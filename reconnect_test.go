@@ -161,3 +161,43 @@ func TestTransientFailuresNeverMarkDead(t *testing.T) {
 	require.Equal(t, eventRecovered, got[1].Event)
 	require.Zero(t, e.b.notifier.deadGrants.Load())
 }
+
+func TestFlowReconnectsACredentialThatNeedsIt(t *testing.T) {
+	e, srv := newOAuthEnv(t, oauthserver.WithAccessTokenLifetime(10*time.Minute))
+	rcv := withNotifications(t, e)
+	_, query := signIn(t, e, srv, "user")
+	_, err := callback(t, e, query)
+	require.NoError(t, err)
+	e.mustRequest(t, logical.UpdateOperation, "creds/user", map[string]any{"tags": "team:b"})
+	// While it works, a flow for its name is refused.
+	_, err = e.request(t, logical.UpdateOperation, "flows/start", map[string]any{
+		"name": "user", "client_id": "x", "client_secret": "y", "auth_url": srv.AuthURL(), "token_url": srv.TokenURL(), "redirect_uri": testRedirectURI,
+	})
+	requireKind(t, err, KindDuplicate)
+
+	id, _ := srv.WebClient()
+	require.Equal(t, 1, srv.RevokeGrants(id))
+	e.clock.Advance(10 * time.Minute)
+	_, err = e.request(t, logical.UpdateOperation, "refresh/user", nil)
+	requireKind(t, err, KindRefreshFailed, "invalid_grant")
+	require.Equal(t, "needs_reconnect", mustLoad(t, e, "user").status(e.clock.Now()))
+
+	// The user signs in again through a flow for the same name.
+	flowID, query := signIn(t, e, srv, "user")
+	done, err := callback(t, e, query)
+	require.NoError(t, err)
+	require.Equal(t, "completed", done.Data["status"], "flow %s", flowID)
+	read := e.mustRequest(t, logical.ReadOperation, "creds/user", nil).Data
+	require.Equal(t, "active", read["status"])
+	require.EqualValues(t, 2, read["version"])
+	require.Equal(t, []string{"team:b"}, read["tags"], "the credential keeps what it had")
+	calls := srv.TokenRequestsFor("refresh_token")
+	tok := e.mustRequest(t, logical.UpdateOperation, "refresh/user", nil).Data
+	require.NotEmpty(t, tok["access_token"])
+	require.Equal(t, calls+1, srv.TokenRequestsFor("refresh_token"))
+
+	rcv.wait(t, 2)
+	got := rcv.received()
+	require.Equal(t, eventNeedsReconnect, got[0].Event)
+	require.Equal(t, eventRecovered, got[1].Event)
+}
