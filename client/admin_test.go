@@ -232,11 +232,11 @@ func TestTypesAndProviders(t *testing.T) {
 				t.Errorf("client_secret is not secret: %+v", f)
 			}
 		case "client_id":
-			if !f.Required || f.Secret {
+			if f.Secret { // required unless jwt_bearer without client authentication
 				t.Errorf("client_id: %+v", f)
 			}
 		case "auth_style":
-			if f.Default != "auto" || !slices.Equal(f.Allowed, []string{"auto", "header", "body"}) {
+			if f.Default != "auto" || !slices.Equal(f.Allowed, []string{"auto", "header", "body", "private_key_jwt"}) {
 				t.Errorf("auth_style: %+v", f)
 			}
 		}
