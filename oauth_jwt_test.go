@@ -238,3 +238,16 @@ func TestGoogleServiceAccountPreset(t *testing.T) {
 	require.NotContains(t, string(raw), "service_account_json")
 	require.False(t, strings.Contains(fmt.Sprint(read.Data), "abc123"), "the key file is secret as a whole")
 }
+
+func TestPrivateKeyCountsForTheEndpointChangeRule(t *testing.T) {
+	e, srv := newOAuthEnv(t)
+	id, kid, key := srv.PrivateKeyJWTClient()
+	e.mustRequest(t, logical.CreateOperation, "creds/svc", map[string]any{
+		"type": "oauth2", "client_id": id, "auth_style": "private_key_jwt", "private_key": key, "key_id": kid,
+		"assertion_audience": srv.URL, "token_url": srv.TokenURL(),
+	})
+	_, err := e.request(t, logical.UpdateOperation, "creds/svc", map[string]any{"token_url": "http://127.0.0.1:1/token"})
+	requireKind(t, err, KindInvalidInput, "private_key")
+	require.NotContains(t, err.Error(), "PRIVATE KEY")
+	e.mustRequest(t, logical.UpdateOperation, "creds/svc", map[string]any{"token_url": "http://127.0.0.1:1/token", "private_key": key})
+}
