@@ -101,6 +101,8 @@ type backend struct {
 	stats engineStats
 	// notifier delivers notification events (notify.go).
 	notifier notifier
+	// summary keeps what health and metrics answer (summary.go).
+	summary summaries
 
 	// auditLog buffers the engine's audit events until they are flushed.
 	auditLog auditLog
@@ -122,6 +124,16 @@ type backend struct {
 
 	// expiry orders refreshable tokens by expiry for refresh-ahead.
 	expiry timeIndex
+	// backoff names the credentials whose expiry entry sits at the end of
+	// a failed refresh's backoff (refresh.go).
+	backoff backedOff
+	// continuing is set while a background refresh goes on past its
+	// periodic budget (continueRefresh); continueStop ends it.
+	// continueBudget is refreshContinueBudget (tests may change it).
+	continuing     atomic.Bool
+	continueMu     sync.Mutex
+	continueStop   context.CancelFunc // guarded by continueMu
+	continueBudget time.Duration
 	// sched orders credentials by their next rotation work.
 	sched timeIndex
 	// inRotation marks rotations in progress on this node.
@@ -137,6 +149,11 @@ type backend struct {
 	upstreamBackoff  time.Duration    // first retry wait
 	upstreamRoots    *x509.CertPool   // trusted CAs for upstreams; nil means the system's
 	webhookTimeout   time.Duration    // bound of one rotation webhook call
+	// hostLimits bounds the requests in flight to each upstream host and
+	// keeps Retry-After pauses; one per backend, shared by every
+	// upstreamClient it builds (and so by token requests, revocations,
+	// device flows, webhooks and mirrors).
+	hostLimits *upstream.HostLimiter
 
 	// taskBudget bounds each periodic task, itemBudget each credential or
 	// flow a task works on (periodicTaskBudget, periodicItemBudget; tests
@@ -229,9 +246,11 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		cache:            cache,
 		upstreamAttempts: upstream.DefaultAttempts,
 		upstreamBackoff:  upstream.DefaultBackoff,
+		hostLimits:       upstream.NewHostLimiter(upstream.DefaultConcurrencyPerHost),
 		webhookTimeout:   webhookTimeout,
 		taskBudget:       periodicTaskBudget,
 		itemBudget:       periodicItemBudget,
+		continueBudget:   refreshContinueBudget,
 		mirrorFactory:    newTarget,
 		expiry:           timeIndex{prefix: expiryPrefix},
 		sched:            timeIndex{prefix: schedPrefix},
@@ -288,6 +307,9 @@ func newBackend(conf *logical.BackendConfig) *backend {
 // value (which may be secret).
 func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
 	resp, err := b.Backend.HandleRequest(ctx, req)
+	if req.Operation == logical.HelpOperation && err == nil {
+		inlineOpenAPISchemas(resp) // for sys/internal/specs/openapi (openapi.go)
+	}
 	if err == nil && resp != nil && resp.IsError() {
 		if msg := resp.Error().Error(); strings.HasPrefix(msg, "Field validation failed") {
 			return nil, fieldTypeError(msg)
@@ -366,6 +388,7 @@ func (b *backend) taskTimeout(ctx context.Context, left int) time.Duration {
 // invalidate drops in-memory state fed by a storage key that changed on
 // another node (replication) or underneath us.
 func (b *backend) invalidate(_ context.Context, key string) {
+	b.summary.invalidate(key)
 	switch {
 	case key == configKey:
 		b.configMu.Lock()
@@ -431,6 +454,7 @@ func (b *backend) stopFlusher() {
 // clean releases in-memory state when the mount is unmounted or the plugin
 // is reloaded.
 func (b *backend) clean(ctx context.Context) {
+	b.stopContinuedRefresh()
 	b.stopFlusher()
 	b.stopNotifier()
 	b.invalidate(ctx, configKey)
@@ -438,6 +462,7 @@ func (b *backend) clean(ctx context.Context) {
 	b.purgeCache()
 	b.expiry.reset()
 	b.sched.reset()
+	b.summary.reset()
 }
 
 const backendHelp = `

@@ -55,12 +55,24 @@ type Config struct {
 	// means none. Its secret is stored apart, seal-wrapped.
 	NotifyURL       string `json:"notify_url,omitempty"`
 	NotifySecretSet bool   `json:"notify_secret_set,omitempty"`
+	// RefreshConcurrency is the number of workers that refresh due tokens
+	// (background refresh-ahead and refresh) at once.
+	RefreshConcurrency int `json:"refresh_concurrency"`
 }
 
 // Limits of configuration values.
 const (
-	maxCacheSize   = 10_000_000
-	maxHostEntries = 256
+	maxCacheSize          = 10_000_000
+	maxHostEntries        = 256
+	maxRefreshConcurrency = 256
+)
+
+// Defaults of the background refresh (see the README's "Background refresh
+// at scale"): refresh_ahead covers one periodic run, the time to work
+// through what is due and the jitter that spreads tokens expiring together.
+const (
+	defaultRefreshAhead       = 5 * time.Minute
+	defaultRefreshConcurrency = 16
 )
 
 // DefaultConfig is the configuration of a mount that never wrote config.
@@ -69,13 +81,14 @@ func DefaultConfig() *Config {
 		CacheEnabled:         true,
 		CacheTTL:             5 * time.Minute,
 		CacheMaxSize:         10_000,
-		RefreshAhead:         time.Minute,
+		RefreshAhead:         defaultRefreshAhead,
 		AuditEnabled:         true,
 		AuditRetention:       30 * 24 * time.Hour,
 		FlowTTL:              10 * time.Minute,
 		DefaultTokenLifetime: time.Hour,
 
 		UpstreamConcurrencyPerHost: 8,
+		RefreshConcurrency:         defaultRefreshConcurrency,
 	}
 }
 
@@ -103,6 +116,9 @@ func (c *Config) validate() error {
 	}
 	if c.UpstreamConcurrencyPerHost < 1 || c.UpstreamConcurrencyPerHost > 1024 {
 		errs = append(errs, fmt.Errorf("field %q must be between 1 and 1024", "upstream_concurrency_per_host"))
+	}
+	if c.RefreshConcurrency < 1 || c.RefreshConcurrency > maxRefreshConcurrency {
+		errs = append(errs, fmt.Errorf("field %q must be between 1 and %d", "refresh_concurrency", maxRefreshConcurrency))
 	}
 	errs = append(errs, validateHosts("allowed_hosts", c.AllowedHosts, false))
 	errs = append(errs, validateHosts("insecure_http_hosts", c.InsecureHTTPHosts, true))

@@ -56,6 +56,11 @@ type credential struct {
 	// Reconnect marks a version whose grant the token endpoint declared
 	// dead (reconnect.go); nil when none.
 	Reconnect *reconnectState `json:"reconnect,omitempty"`
+	// RefreshFailures counts consecutive failed token refreshes, and
+	// RefreshRetryAt is when background refresh tries again (backoff);
+	// both are reset by a stored token.
+	RefreshFailures int       `json:"refresh_failures,omitempty"`
+	RefreshRetryAt  time.Time `json:"refresh_retry_at,omitempty"`
 	// IdempotencyKeys lists the idempotency keys used on this credential,
 	// oldest first, so replays find them and delete can drop them; bounded
 	// by idempotencyKeyTTL and maxIdempotencyKeys.

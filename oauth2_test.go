@@ -41,6 +41,7 @@ func createClientCredentials(tb testing.TB, e *testEnv, srv *oauthserver.Server,
 
 func TestClientCredentialsIssueAndReissue(t *testing.T) {
 	e, srv := newOAuthEnv(t, oauthserver.WithAccessTokenLifetime(10*time.Minute))
+	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"refresh_ahead": "1m"})
 	createClientCredentials(t, e, srv, "svc")
 	require.Zero(t, srv.TokenRequests(), "create does not contact the provider")
 

@@ -19,7 +19,7 @@ func pathConfig(b *backend) *framework.Path {
 			"cache_enabled":          {Type: framework.TypeBool, Description: "Cache tokens in memory.", Default: true},
 			"cache_ttl":              {Type: framework.TypeDurationSecond, Description: "Longest time a token stays cached.", Default: "5m"},
 			"cache_max_size":         {Type: framework.TypeInt, Description: "Most tokens kept in the cache (LRU).", Default: 10000},
-			"refresh_ahead":          {Type: framework.TypeDurationSecond, Description: "How long before expiry a token is refreshed.", Default: "1m"},
+			"refresh_ahead":          {Type: framework.TypeDurationSecond, Description: "How long before expiry a token is refreshed. Background refresh starts up to min(10% of the token's lifetime, refresh_ahead) earlier still, spread per credential, so tokens that expire together are not refreshed in the same minute.", Default: "5m"},
 			"allowed_hosts":          {Type: framework.TypeCommaStringSlice, Description: "Upstream hosts credentials may call (https); empty means any public host. A leading '*.' matches subdomains. A host listed by name or address may resolve to loopback, link-local and private addresses."},
 			"insecure_http_hosts":    {Type: framework.TypeCommaStringSlice, Description: "Hosts (or host:port) that may be called over plain http, for development on loopback. Listed hosts may resolve to any address."},
 			"allow_private_networks": {Type: framework.TypeBool, Description: "Let hosts that are not listed resolve to private addresses (RFC 1918, 100.64.0.0/10, fc00::/7), for identity providers inside the network. Loopback, link-local and unspecified addresses stay refused unless listed.", Default: false},
@@ -30,10 +30,14 @@ func pathConfig(b *backend) *framework.Path {
 			"default_token_lifetime": {Type: framework.TypeDurationSecond, Description: "Lifetime assumed for tokens whose issuer omits expires_in.", Default: "1h"},
 			"notify_url":             {Type: framework.TypeString, Description: "URL (https, or a host in insecure_http_hosts) that receives signed JSON events: needs_reconnect, refresh_failed, recovered, rotation_failed, rotation_due. Empty turns notifications off."},
 			"notify_secret":          {Type: framework.TypeString, Description: "HMAC key (at least 16 characters) of notification signatures, as for rotation webhooks; required with a new notify_url. Write-only: stored seal-wrapped, never returned."},
+
+			// Background refresh at scale.
+			"upstream_concurrency_per_host": {Type: framework.TypeInt, Description: "Most requests in flight to one upstream host (host:port) at once, from token reads, refreshes, rotations, webhooks, flows and mirrors together (1 to 1024).", Default: 8},
+			"refresh_concurrency":           {Type: framework.TypeInt, Description: "Number of workers refreshing due tokens at once, in background refresh-ahead and refresh (1 to 256).", Default: 16},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation:   &framework.PathOperation{Callback: b.pathConfigRead},
-			logical.UpdateOperation: &framework.PathOperation{Callback: b.pathConfigWrite},
+			logical.ReadOperation:   &framework.PathOperation{Callback: b.pathConfigRead, Responses: configResponses},
+			logical.UpdateOperation: &framework.PathOperation{Callback: b.pathConfigWrite, Responses: configResponses},
 		},
 		HelpSynopsis:    "Configure the token cache, upstream security and the audit trail.",
 		HelpDescription: "Reads or changes the engine's configuration. A write changes only the fields it names; the others keep their values.",
@@ -68,6 +72,12 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	}
 	if v, ok := d.GetOk("allow_private_networks"); ok {
 		c.AllowPrivateNetworks = v.(bool)
+	}
+	if v, ok := d.GetOk("upstream_concurrency_per_host"); ok {
+		c.UpstreamConcurrencyPerHost = v.(int)
+	}
+	if v, ok := d.GetOk("refresh_concurrency"); ok {
+		c.RefreshConcurrency = v.(int)
 	}
 	if v, ok := d.GetOk("audit_enabled"); ok {
 		c.AuditEnabled = v.(bool)
@@ -115,6 +125,9 @@ func (c *Config) responseData() map[string]any {
 		"default_token_lifetime": int64(c.DefaultTokenLifetime.Seconds()),
 		"notify_url":             c.NotifyURL,
 		"notify_secret_set":      c.NotifySecretSet,
+
+		"upstream_concurrency_per_host": c.UpstreamConcurrencyPerHost,
+		"refresh_concurrency":           c.RefreshConcurrency,
 	}
 }
 

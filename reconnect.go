@@ -99,10 +99,13 @@ func (b *backend) noteRefreshFailure(ctx context.Context, s logical.Storage, c *
 	}
 }
 
-// noteRecovered is called when a token is stored for c after failures
-// (c.LastError set) or a dead mark: it drops the mark and sends recovered.
-// The caller saves c.
+// noteRecovered is called when a token is stored for c after failures: when
+// a failure (c.LastError) or a dead mark is recorded, it drops the mark and
+// sends recovered. The caller saves c.
 func (b *backend) noteRecovered(ctx context.Context, s logical.Storage, c *credential) {
+	if c.LastError == "" && c.Reconnect == nil {
+		return // only backoff state was left (a reconnect reported it)
+	}
 	c.Reconnect = nil
 	b.notify(ctx, s, eventRecovered, c, "")
 }
@@ -116,6 +119,7 @@ func reactivate(c *credential, newVersion bool) bool {
 		return false
 	}
 	c.Reconnect, c.LastError = nil, ""
+	c.RefreshFailures, c.RefreshRetryAt = 0, time.Time{} // no backoff for the new version
 	return true
 }
 

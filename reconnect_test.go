@@ -73,7 +73,7 @@ func TestRevokedGrantNeedsReconnect(t *testing.T) {
 	health := e.mustRequest(t, logical.ReadOperation, "health", nil)
 	require.Equal(t, healthDegraded, health.Data["status"])
 	require.Contains(t, health.Data["issues"], map[string]any{"kind": "needs_reconnect", "credential": "user",
-		"message": reconnectIssues(mustLoad(t, e, "user"))[0].Message})
+		"message": reconnectIssues(loadCredForTest(t, e, "user"))[0].Message})
 	metrics := e.mustRequest(t, logical.ReadOperation, "metrics", nil)
 	require.EqualValues(t, 1, metrics.Data["needs_reconnect_marked"])
 
@@ -104,7 +104,7 @@ func TestRevokedGrantNeedsReconnect(t *testing.T) {
 	}
 }
 
-func mustLoad(tb testing.TB, e *testEnv, name string) *credential {
+func loadCredForTest(tb testing.TB, e *testEnv, name string) *credential {
 	tb.Helper()
 	c, err := loadCredential(tb.Context(), e.storage, name)
 	require.NoError(tb, err)
@@ -180,7 +180,7 @@ func TestFlowReconnectsACredentialThatNeedsIt(t *testing.T) {
 	e.clock.Advance(10 * time.Minute)
 	_, err = e.request(t, logical.UpdateOperation, "refresh/user", nil)
 	requireKind(t, err, KindRefreshFailed, "invalid_grant")
-	require.Equal(t, "needs_reconnect", mustLoad(t, e, "user").status(e.clock.Now()))
+	require.Equal(t, "needs_reconnect", loadCredForTest(t, e, "user").status(e.clock.Now()))
 
 	// The user signs in again through a flow for the same name.
 	flowID, query := signIn(t, e, srv, "user")

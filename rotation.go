@@ -399,7 +399,9 @@ func (b *backend) putMeta(ctx context.Context, s logical.Storage, c *credential)
 	if err != nil {
 		return fmt.Errorf("encoding credential: %w", err)
 	}
-	if err := s.Put(ctx, entry); err != nil {
+	err = s.Put(ctx, entry)
+	b.summary.noteCred(c, err)
+	if err != nil {
 		return storageError("writing credential", err)
 	}
 	return nil
@@ -495,6 +497,10 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 		return err
 	}
 	s := req.Storage
+	// Revocations of an orphaned version are sent once the lock is
+	// released.
+	ctx, revoke := b.deferRevocations(ctx)
+	defer revoke()
 	lock := b.lock(w.Name)
 	lock.Lock()
 	defer lock.Unlock()
@@ -587,6 +593,9 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 			b.sched.putBack([]string{name}, now)
 		}
 	}()
+	// A grace end's revocations are sent once the lock is released.
+	ctx, revoke := b.deferRevocations(ctx)
+	defer revoke()
 	lock := b.lock(name)
 	lock.Lock()
 	c, err := loadCredential(ctx, s, name)
