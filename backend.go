@@ -99,6 +99,8 @@ type backend struct {
 	held heldTokens
 
 	stats engineStats
+	// notifier delivers notification events (notify.go).
+	notifier notifier
 	// summary keeps what health and metrics answer (summary.go).
 	summary summaries
 
@@ -254,6 +256,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		sched:            timeIndex{prefix: schedPrefix},
 	}
 	b.healthSources = append(b.healthSources, b.mirrorHealth)
+	b.notifier.init()
 	b.tasks = []periodicTask{
 		{name: "refresh-ahead", run: b.periodicRefresh},
 		{name: "rotation", run: b.periodicRotation},
@@ -270,7 +273,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{secretPrefix, saltKey, flowPrefix, mirrorCfgPrefix},
+			SealWrapStorage: []string{secretPrefix, saltKey, flowPrefix, mirrorCfgPrefix, notifyPrefix},
 			Unauthenticated: []string{"callback"},
 		},
 		Paths: framework.PathAppend(
@@ -391,6 +394,8 @@ func (b *backend) invalidate(_ context.Context, key string) {
 		b.configMu.Lock()
 		b.config = nil
 		b.configMu.Unlock()
+	case key == notifySecretKey:
+		b.notifier.forgetSecret()
 	case key == saltKey:
 		b.saltMu.Lock()
 		b.salt = nil
@@ -418,6 +423,7 @@ func (b *backend) initialize(_ context.Context, req *logical.InitializationReque
 	if req != nil && req.Storage != nil {
 		s = req.Storage
 	}
+	b.startNotifier(s)
 	b.flusherMu.Lock()
 	defer b.flusherMu.Unlock()
 	if b.flusher != nil || s == nil {
@@ -450,6 +456,7 @@ func (b *backend) stopFlusher() {
 func (b *backend) clean(ctx context.Context) {
 	b.stopContinuedRefresh()
 	b.stopFlusher()
+	b.stopNotifier()
 	b.invalidate(ctx, configKey)
 	b.invalidate(ctx, saltKey)
 	b.purgeCache()

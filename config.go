@@ -51,6 +51,10 @@ type Config struct {
 	// UpstreamConcurrencyPerHost bounds the requests in flight to one
 	// upstream host (upstream.HostLimiter).
 	UpstreamConcurrencyPerHost int `json:"upstream_concurrency_per_host"`
+	// NotifyURL receives signed notification events (notify.go); empty
+	// means none. Its secret is stored apart, seal-wrapped.
+	NotifyURL       string `json:"notify_url,omitempty"`
+	NotifySecretSet bool   `json:"notify_secret_set,omitempty"`
 	// RefreshConcurrency is the number of workers that refresh due tokens
 	// (background refresh-ahead and refresh) at once.
 	RefreshConcurrency int `json:"refresh_concurrency"`

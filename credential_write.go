@@ -242,6 +242,7 @@ func (b *backend) updateCredential(ctx context.Context, s logical.Storage, exist
 		next.Token = issued
 	}
 	c.UpdatedAt = b.now().UTC()
+	reconnected := reactivate(&c, next != nil) // new secret material
 	if err := b.saveCredential(ctx, s, &c, next, in); err != nil {
 		return nil, err
 	}
@@ -254,6 +255,7 @@ func (b *backend) updateCredential(ctx context.Context, s logical.Storage, exist
 			b.logger.Warn("could not store the token verify obtained; holding it in memory until storage takes it", "credential", c.Name, "error", err)
 		}
 	}
+	b.notifyReactivated(ctx, s, reconnected, &c)
 	if moved {
 		// Retired versions are revoked where they were used, never at the
 		// new endpoints.

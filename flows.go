@@ -270,6 +270,9 @@ func (b *backend) completeFlow(ctx context.Context, s logical.Storage, cfg *Conf
 	issued := b.issuedFrom(cfg, tok)
 	c, err := b.createFlowCredential(ctx, s, f, issued)
 	ev := auditEvent{Action: actionCreate, Credential: f.Name, Version: 1}
+	if err == nil && c.Version > 1 {
+		ev.Action, ev.Version = actionUpdate, c.Version // a reconnect (reconnect.go)
+	}
 	b.audit(ctx, nil, auditOutcome(ev, err), nil)
 	now := b.now()
 	if err != nil {
@@ -299,6 +302,9 @@ func (b *backend) createFlowCredential(ctx context.Context, s logical.Storage, f
 	existing, err := loadCredential(ctx, s, f.Name)
 	if err != nil {
 		return nil, err
+	}
+	if existing != nil && existing.needsReconnect() {
+		return b.reconnectWithFlow(ctx, s, existing, f, issued) // reconnect.go
 	}
 	if existing != nil {
 		return nil, newError(KindDuplicate, "credential %q was created while the flow ran", f.Name)
@@ -368,7 +374,7 @@ func (b *backend) checkFlowStart(ctx context.Context, s logical.Storage, cfg *Co
 	if err != nil {
 		return oauthEndpoints{}, err
 	}
-	if existing != nil {
+	if existing != nil && !existing.needsReconnect() { // needs_reconnect: the flow reconnects it
 		return oauthEndpoints{}, newError(KindDuplicate, "credential %q already exists; delete it or start the flow with another name", in.Name)
 	}
 	return ep, nil

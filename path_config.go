@@ -28,6 +28,8 @@ func pathConfig(b *backend) *framework.Path {
 			"audit_sync":             {Type: framework.TypeBool, Description: "Write audit events on the request path instead of in batches."},
 			"flow_ttl":               {Type: framework.TypeDurationSecond, Description: "How long an interactive OAuth flow stays open.", Default: "10m"},
 			"default_token_lifetime": {Type: framework.TypeDurationSecond, Description: "Lifetime assumed for tokens whose issuer omits expires_in.", Default: "1h"},
+			"notify_url":             {Type: framework.TypeString, Description: "URL (https, or a host in insecure_http_hosts) that receives signed JSON events: needs_reconnect, refresh_failed, recovered, rotation_failed, rotation_due. Empty turns notifications off."},
+			"notify_secret":          {Type: framework.TypeString, Description: "HMAC key (at least 16 characters) of notification signatures, as for rotation webhooks; required with a new notify_url. Write-only: stored seal-wrapped, never returned."},
 
 			// Background refresh at scale.
 			"upstream_concurrency_per_host": {Type: framework.TypeInt, Description: "Most requests in flight to one upstream host (host:port) at once, from token reads, refreshes, rotations, webhooks, flows and mirrors together (1 to 1024).", Default: 8},
@@ -97,6 +99,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := c.validate(); err != nil {
 		return nil, invalidInput(err)
 	}
+	if err := b.notifyConfigInput(ctx, req.Storage, current, &c, d); err != nil {
+		return nil, err
+	}
 	if err := b.putConfig(ctx, req.Storage, &c); err != nil {
 		return nil, err
 	}
@@ -118,6 +123,8 @@ func (c *Config) responseData() map[string]any {
 		"audit_sync":             c.AuditSync,
 		"flow_ttl":               int64(c.FlowTTL.Seconds()),
 		"default_token_lifetime": int64(c.DefaultTokenLifetime.Seconds()),
+		"notify_url":             c.NotifyURL,
+		"notify_secret_set":      c.NotifySecretSet,
 
 		"upstream_concurrency_per_host": c.UpstreamConcurrencyPerHost,
 		"refresh_concurrency":           c.RefreshConcurrency,

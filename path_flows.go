@@ -27,6 +27,7 @@ const (
 var flowOAuthFields = []string{
 	"provider", "tenant", "client_id", "client_secret", "auth_url", "token_url",
 	"device_url", "revocation_url", "scopes", "audience", "auth_style",
+	"private_key", "key_id", "signing_alg", "assertion_audience", // auth_style private_key_jwt
 }
 
 // reservedAuthParams are the authorization request parameters the engine

@@ -71,6 +71,7 @@ func credentialIssues(c *credential, now time.Time) []healthIssue {
 	if c.LastError != "" {
 		add("refresh_failed", c.LastError)
 	}
+	issues = append(issues, reconnectIssues(c)...)
 	if c.RotationState.LastError != "" {
 		add("rotation_failed", c.RotationState.LastError)
 	}
@@ -153,7 +154,7 @@ func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, d *
 	}
 	avg, p99 := st.refreshTimes()
 	auditDropped, _, _ := b.auditLog.droppedStats()
-	return &logical.Response{Data: map[string]any{
+	resp := &logical.Response{Data: map[string]any{
 		"total_credentials":   total,
 		"credentials_by_type": byType,
 		"token_reads":         st.tokenReads.Load(),
@@ -169,7 +170,9 @@ func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, d *
 		"rotation_failures":   st.rotationFailures.Load(),
 		"audit_pending":       b.auditLog.pending(),
 		"audit_dropped":       auditDropped,
-	}}, nil
+	}}
+	b.addNotifyMetrics(resp.Data)
+	return resp, nil
 }
 
 func (b *backend) pathCredMetricsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

@@ -160,7 +160,7 @@ func TestMetricsPrometheusFamilies(t *testing.T) {
 	require.EqualValues(t, 1, sample(t, families, "nebula_credentials", "type", "api_key", "status", "active"))
 	require.EqualValues(t, 1, sample(t, families, "nebula_credentials", "type", "basic_auth", "status", "active"))
 	require.EqualValues(t, 1, sample(t, families, "nebula_credentials", "type", "oauth2", "status", "active"))
-	require.EqualValues(t, 1, sample(t, families, "nebula_credentials", "type", "oauth2", "status", "error"))
+	require.EqualValues(t, 1, sample(t, families, "nebula_credentials", "type", "oauth2", "status", "needs_reconnect"), "invalid_client: a dead client (reconnect.go)")
 	require.EqualValues(t, 1, sample(t, families, "nebula_flows", "status", "expired"))
 	require.EqualValues(t, 1, sample(t, families, "nebula_mirror_credentials", "target", "aws", "status", "synced"))
 	require.EqualValues(t, 1, sample(t, families, "nebula_mirror_credentials", "target", "azure", "status", "error"))
@@ -197,7 +197,8 @@ func TestMetricsFormatField(t *testing.T) {
 	}
 	sort.Strings(keys)
 	require.Equal(t, []string{"audit_dropped", "audit_pending", "avg_refresh_ms", "cache_hit_rate", "cache_hits", "cache_misses",
-		"cache_size", "credentials_by_type", "p99_refresh_ms", "refresh_count", "refresh_failures", "rotation_failures",
+		"cache_size", "credentials_by_type", "needs_reconnect_marked", "notifications_dropped", "notifications_failed",
+		"notifications_pending", "notifications_sent", "p99_refresh_ms", "refresh_count", "refresh_failures", "rotation_failures",
 		"rotations", "token_reads", "total_credentials"}, keys, "the JSON answer keeps its fields")
 
 	_, err := e.request(t, logical.ReadOperation, "metrics", map[string]any{"format": "openmetrics"})

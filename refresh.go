@@ -356,7 +356,7 @@ func (b *backend) refreshIfDue(ctx context.Context, s logical.Storage, cfg *Conf
 	if err != nil {
 		return false, nil, err
 	}
-	if !c.typ().Refreshable || sv.Token == nil {
+	if !c.typ().Refreshable || sv.Token == nil || c.needsReconnect() { // needs_reconnect: no upstream request
 		b.backoff.drop(name)
 		return false, sv.Token, nil
 	}

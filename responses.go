@@ -70,6 +70,8 @@ var configResponses = respOK("The engine's configuration.", map[string]*framewor
 	"default_token_lifetime":        always(framework.TypeInt64, "Lifetime assumed for tokens whose issuer omits expires_in, in seconds."),
 	"refresh_concurrency":           sometimes(framework.TypeInt, "Most token refreshes the background refresh runs at once."),
 	"upstream_concurrency_per_host": sometimes(framework.TypeInt, "Most concurrent requests to one upstream host."),
+	"notify_url":                    always(framework.TypeString, "Where notification events are POSTed; empty when off."),
+	"notify_secret_set":             always(framework.TypeBool, "Whether a notify_secret is stored (it is never returned)."),
 })
 
 // typesListResponses answers types/ lists.
@@ -109,8 +111,9 @@ func credentialResponseFields() map[string]*framework.FieldSchema {
 		"created_at":     always(framework.TypeTime, "When the credential was created."),
 		"updated_at":     always(framework.TypeTime, "When the credential was last changed."),
 		"expires_at":     always(framework.TypeTime, "When the credential's token stops working; null when it does not expire or is not known."),
-		"status":         always(framework.TypeString, "active, error (the last background operation failed) or expired."),
+		"status":         always(framework.TypeString, "active, error (the last background operation failed), needs_reconnect (the provider declared the grant dead: no upstream calls until reconnected) or expired."),
 		"last_error":     always(framework.TypeString, "The last failure of a background operation; empty when none."),
+		"reconnect":      always(framework.TypeMap, "For needs_reconnect: an object with error_code (invalid_grant, invalid_client or unauthorized_client) and since; null otherwise."),
 		"rotation":       always(framework.TypeMap, "The rotation policy and state, as creds/<name>/rotation reads show them."),
 		"mirror":         always(framework.TypeStringSlice, "Mirror targets the credential is copied to."),
 		"mirror_content": always(framework.TypeString, "What is mirrored: secret or token."),
@@ -234,6 +237,12 @@ var metricsResponses = map[int][]framework.Response{http.StatusOK: {
 		"rotation_failures":   always(framework.TypeInt64, "Rotations that failed."),
 		"audit_pending":       always(framework.TypeInt, "Audit events buffered, not yet written."),
 		"audit_dropped":       always(framework.TypeInt64, "Audit events dropped because the buffer was full."),
+		// Notifications and dead grants (notify.go, reconnect.go).
+		"notifications_sent":     always(framework.TypeInt64, "Notification events delivered."),
+		"notifications_failed":   always(framework.TypeInt64, "Notification events not delivered after their retries."),
+		"notifications_dropped":  always(framework.TypeInt64, "Notification events dropped because the queue was full."),
+		"notifications_pending":  always(framework.TypeInt, "Notification events queued, not yet delivered."),
+		"needs_reconnect_marked": always(framework.TypeInt64, "Credentials this node marked needs_reconnect."),
 	}},
 	{Description: "With format=prometheus: the nebula_* metric families in the Prometheus text exposition format.", MediaType: prometheusMediaType},
 }}

@@ -43,6 +43,9 @@ type rotationState struct {
 	LastError     string    `json:"last_error,omitempty"`
 	// ScheduledAt is when the credential's schedule index entry fires.
 	ScheduledAt time.Time `json:"scheduled_at,omitempty"`
+	// WarnedFor is the rotation time a rotation_due notification was sent
+	// for (notify.go).
+	WarnedFor time.Time `json:"warned_for,omitempty"`
 }
 
 // nextRotation is when the policy next rotates; zero means never.
@@ -96,6 +99,7 @@ func (c *credential) nextWork() time.Time {
 		}
 		earliest(next)
 	}
+	earliest(c.warningStart()) // a rotation_due notification to send
 	if c.Previous != nil {
 		earliest(c.Previous.GraceUntil)
 	}
@@ -176,6 +180,7 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 			return err
 		}
 	}
+	b.noteRotationDue(ctx, s, c, now)
 	due := c.rotationDue(now)
 	if !due {
 		b.reschedule(ctx, s, c)
@@ -206,6 +211,7 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 		c.RotationState.Failures++
 		c.RotationState.NextAttemptAt = b.now().UTC().Add(rotationBackoff(c.RotationState.Failures))
 		c.RotationState.LastError = rotErr.Error()
+		b.notify(ctx, s, eventRotationFailed, c, "")
 		b.logger.Warn("scheduled rotation failed", "credential", name, "failures", c.RotationState.Failures, "error", rotErr)
 	}
 	if err := b.writeMeta(ctx, s, c); err != nil {

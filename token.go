@@ -212,6 +212,9 @@ func cacheUntil(now time.Time, cfg *Config, limit time.Time) time.Time {
 
 // requestToken asks the credential's token endpoint for a new token.
 func (b *backend) requestToken(ctx context.Context, s logical.Storage, cfg *Config, c *credential, sv *secretVersion) (*issuedToken, error) {
+	if err := reconnectGate(c, sv); err != nil {
+		return nil, err // a dead grant: no upstream request
+	}
 	v := sv.upstreamValues(c) // the endpoints the credential was written with
 	p, err := b.resolveProvider(ctx, s, v)
 	if err != nil {
@@ -233,8 +236,11 @@ func (b *backend) requestToken(ctx context.Context, s logical.Storage, cfg *Conf
 	if sv.Token != nil && sv.Token.RefreshToken != "" {
 		req.RefreshToken = sv.Token.RefreshToken
 	}
+	if err := signedJWTRequest(v, &req); err != nil {
+		return nil, newError(KindRefreshFailed, "credential %q: %v", c.Name, err)
+	}
 	switch req.Grant {
-	case types.GrantClientCredentials:
+	case types.GrantClientCredentials, types.GrantJWTBearer:
 	case types.GrantRefreshToken:
 		if req.RefreshToken == "" {
 			return nil, newError(KindNoRefreshToken, "credential %q has no refresh token", c.Name)

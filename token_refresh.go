@@ -206,7 +206,8 @@ func (b *backend) putToken(ctx context.Context, s logical.Storage, c *credential
 	}
 	b.held.drop(c.Name, sv.ID)
 	b.indexExpiry(ctx, s, c.Name, previous, issued)
-	if c.LastError != "" || c.RefreshFailures != 0 || !c.RefreshRetryAt.IsZero() {
+	if c.LastError != "" || c.RefreshFailures != 0 || !c.RefreshRetryAt.IsZero() || c.Reconnect != nil {
+		b.noteRecovered(ctx, s, c) // dead mark dropped, recovered sent
 		c.LastError, c.RefreshFailures, c.RefreshRetryAt = "", 0, time.Time{}
 		if err := b.writeMeta(ctx, s, c); err != nil {
 			b.logger.Warn("could not store credential status", "credential", c.Name, "error", err)
@@ -284,6 +285,7 @@ func (b *backend) recordErrorFor(ctx context.Context, s logical.Storage, name, i
 	if err != nil || c == nil || c.ID != id {
 		return
 	}
+	b.noteRefreshFailure(ctx, s, c, cause) // dead grants, notifications
 	c.RefreshFailures++
 	c.RefreshRetryAt = b.now().UTC().Add(refreshBackoff(name, c.RefreshFailures))
 	b.recordError(ctx, s, c, cause)
