@@ -28,6 +28,7 @@ func pathConfig(b *backend) *framework.Path {
 			"audit_sync":             {Type: framework.TypeBool, Description: "Write audit events on the request path instead of in batches."},
 			"flow_ttl":               {Type: framework.TypeDurationSecond, Description: "How long an interactive OAuth flow stays open.", Default: "10m"},
 			"default_token_lifetime": {Type: framework.TypeDurationSecond, Description: "Lifetime assumed for tokens whose issuer omits expires_in.", Default: "1h"},
+			"standby_token_reads":    {Type: framework.TypeString, Description: "Token reads on a node that cannot write storage (OpenBao standby, Vault performance standby): forward (default; the active node serves and audits them) or local (served on the standby; the engine's audit trail does not get them, the host's audit device does).", Default: StandbyTokenReadsForward, AllowedValues: []any{StandbyTokenReadsForward, StandbyTokenReadsLocal}},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation:   &framework.PathOperation{Callback: b.pathConfigRead},
@@ -73,6 +74,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if v, ok := d.GetOk("audit_sync"); ok {
 		c.AuditSync = v.(bool)
 	}
+	if v, ok := d.GetOk("standby_token_reads"); ok {
+		c.StandbyTokenReads = v.(string)
+	}
 	for name, dst := range map[string]*time.Duration{
 		"cache_ttl":              &c.CacheTTL,
 		"refresh_ahead":          &c.RefreshAhead,
@@ -108,6 +112,7 @@ func (c *Config) responseData() map[string]any {
 		"audit_sync":             c.AuditSync,
 		"flow_ttl":               int64(c.FlowTTL.Seconds()),
 		"default_token_lifetime": int64(c.DefaultTokenLifetime.Seconds()),
+		"standby_token_reads":    c.standbyTokenReads(),
 	}
 }
 
