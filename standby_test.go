@@ -46,6 +46,12 @@ func TestStandbyTokenReads(t *testing.T) {
 	_, err = handle(logical.UpdateOperation, "creds/k", map[string]any{"description": "d"})
 	require.ErrorIs(t, err, logical.ErrReadOnly, "creds/ write")
 	require.Equal(t, pending, e.b.auditLog.pending(), "a standby buffers no audit event of forwarded requests")
+	// Only the active node can flush its buffer before a query, and a
+	// standby's storage may lag: audit queries are forwarded.
+	_, err = handle(logical.ReadOperation, "audit", nil)
+	require.ErrorIs(t, err, logical.ErrReadOnly, "audit query on a standby")
+	_, err = handle(logical.UpdateOperation, "audit/export", map[string]any{"format": "csv"})
+	require.ErrorIs(t, err, logical.ErrReadOnly, "audit export on a standby")
 
 	active()
 	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"standby_token_reads": "local"})
