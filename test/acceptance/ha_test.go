@@ -281,8 +281,10 @@ type haEvent struct {
 	Credential string    `json:"credential"`
 	Version    int       `json:"version"`
 	User       string    `json:"user"`
-	Success    bool      `json:"success"`
-	Error      string    `json:"error"`
+	// ExecutionID is the caller context of token reads.
+	ExecutionID string `json:"execution_id"`
+	Success     bool   `json:"success"`
+	Error       string `json:"error"`
 }
 
 // haEvents queries the audit trail through node v (the active node flushes
