@@ -45,6 +45,14 @@ func TestStandbyTokenReads(t *testing.T) {
 	require.ErrorIs(t, err, logical.ErrReadOnly, "even a missing name: the active node answers")
 	_, err = handle(logical.UpdateOperation, "creds/k", map[string]any{"description": "d"})
 	require.ErrorIs(t, err, logical.ErrReadOnly, "creds/ write")
+	// A write is forwarded before its handler decides anything on the
+	// standby's (possibly stale) copy of storage.
+	e.storage.failPutsWith(nil)
+	_, err = handle(logical.DeleteOperation, "creds/absent", nil)
+	require.ErrorIs(t, err, logical.ErrReadOnly, "delete of a name the standby does not know (yet)")
+	_, err = handle(logical.UpdateOperation, "creds/absent/rotation", map[string]any{"interval": "1h"})
+	require.ErrorIs(t, err, logical.ErrReadOnly, "rotation policy of a name the standby does not know (yet)")
+	e.storage.failPutsWith(readOnlyPut)
 	require.Equal(t, pending, e.b.auditLog.pending(), "a standby buffers no audit event of forwarded requests")
 	// Only the active node can flush its buffer before a query, and a
 	// standby's storage may lag: audit queries are forwarded.
