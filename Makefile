@@ -59,9 +59,15 @@ test-openbao: openbao tools
 	NEBULA_TEST_HOST=openbao OPENBAO_BIN="$$(scripts/install-openbao.sh)" $(GO) test -race -timeout 30m $(OPENBAO_PACKAGES)
 
 # tools installs what tests need beyond Go and Vault: pdftotext (Debian's
-# poppler-utils) reads the PDF audit exports back.
+# poppler-utils) reads the PDF audit exports back; prometheus (Debian's
+# prometheus package, /usr/bin/prometheus) scrapes the engine in the
+# acceptance tests, which start their own on loopback. The package's
+# service is not needed: without systemd invoke-rc.d finds no runlevel and
+# starts nothing; with systemd it may start one on :9090, which the tests
+# do not use.
 tools:
 	@command -v pdftotext >/dev/null || { apt-get update -qq && apt-get install -y -qq poppler-utils >/dev/null; }
+	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzCredentialInput$$' -fuzztime=$(FUZZTIME) .

@@ -64,6 +64,9 @@ type auditEvent struct {
 	Actor string `json:"actor,omitempty"`
 	// EntityID is the request's Vault identity entity, if any.
 	EntityID string `json:"entity_id,omitempty"`
+	// RequestID is the Vault request id (request.id in Vault's audit
+	// log), so an event can be matched with the audit device's entry.
+	RequestID string `json:"request_id,omitempty"`
 	// UserID is the end user the caller claims to act for (token/<name>
 	// write field user_id). Vault does not verify it.
 	UserID string `json:"user_id,omitempty"`
@@ -244,7 +247,7 @@ func (b *backend) audit(ctx context.Context, req *logical.Request, ev auditEvent
 	ev.Actor = engineUser
 	if req != nil {
 		s = req.Storage
-		ev.Actor, ev.EntityID = req.DisplayName, req.EntityID
+		ev.Actor, ev.EntityID, ev.RequestID = req.DisplayName, req.EntityID, req.ID
 	}
 	cfg, err := b.getConfig(ctx, s)
 	if err != nil || !cfg.AuditEnabled {

@@ -346,7 +346,7 @@ func TestAuditKeepsVaultIdentityBesideCallerClaims(t *testing.T) {
 	e.mustRequest(t, logical.CreateOperation, "creds/k", validCreds["api_key"])
 	_, err := e.b.HandleRequest(context.Background(), &logical.Request{
 		Operation: logical.UpdateOperation, Path: "token/k", Storage: e.storage,
-		DisplayName: "token-bob", EntityID: "e-1",
+		DisplayName: "token-bob", EntityID: "e-1", ID: "req-7",
 		Data: map[string]any{"user_id": "alice", "execution_id": "ex-1", "workflow_id": "wf-1"},
 	})
 	require.NoError(t, err)
@@ -359,6 +359,7 @@ func TestAuditKeepsVaultIdentityBesideCallerClaims(t *testing.T) {
 	require.Equal(t, "alice", ev["user_id"])
 	require.Equal(t, "ex-1", ev["execution_id"])
 	require.Equal(t, "wf-1", ev["workflow_id"])
+	require.Equal(t, "req-7", ev["request_id"], "the Vault request id matches the audit device's entry")
 
 	events, _ = e.auditEvents(t, map[string]any{"user": "token-bob", "action": "read_token"})
 	require.Len(t, events, 1, "user matches the Vault identity")
@@ -378,6 +379,7 @@ func TestAuditKeepsVaultIdentityBesideCallerClaims(t *testing.T) {
 	require.Equal(t, "token-bob", rows[1][col["actor"]])
 	require.Equal(t, "e-1", rows[1][col["entity_id"]])
 	require.Equal(t, "alice", rows[1][col["user_id"]])
+	require.Equal(t, "req-7", rows[1][col["request_id"]])
 
 	report, _ = exportAudit(t, e, "json")
 	var exported []map[string]any

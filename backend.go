@@ -99,6 +99,10 @@ type backend struct {
 	held heldTokens
 
 	stats engineStats
+	// notifier delivers notification events (notify.go).
+	notifier notifier
+	// summary keeps what health and metrics answer (summary.go).
+	summary summaries
 
 	// auditLog buffers the engine's audit events until they are flushed.
 	auditLog auditLog
@@ -120,6 +124,16 @@ type backend struct {
 
 	// expiry orders refreshable tokens by expiry for refresh-ahead.
 	expiry timeIndex
+	// backoff names the credentials whose expiry entry sits at the end of
+	// a failed refresh's backoff (refresh.go).
+	backoff backedOff
+	// continuing is set while a background refresh goes on past its
+	// periodic budget (continueRefresh); continueStop ends it.
+	// continueBudget is refreshContinueBudget (tests may change it).
+	continuing     atomic.Bool
+	continueMu     sync.Mutex
+	continueStop   context.CancelFunc // guarded by continueMu
+	continueBudget time.Duration
 	// sched orders credentials by their next rotation work.
 	sched timeIndex
 	// inRotation marks rotations in progress on this node.
@@ -135,6 +149,11 @@ type backend struct {
 	upstreamBackoff  time.Duration    // first retry wait
 	upstreamRoots    *x509.CertPool   // trusted CAs for upstreams; nil means the system's
 	webhookTimeout   time.Duration    // bound of one rotation webhook call
+	// hostLimits bounds the requests in flight to each upstream host and
+	// keeps Retry-After pauses; one per backend, shared by every
+	// upstreamClient it builds (and so by token requests, revocations,
+	// device flows, webhooks and mirrors).
+	hostLimits *upstream.HostLimiter
 
 	// taskBudget bounds each periodic task, itemBudget each credential or
 	// flow a task works on (periodicTaskBudget, periodicItemBudget; tests
@@ -245,14 +264,17 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		cache:            cache,
 		upstreamAttempts: upstream.DefaultAttempts,
 		upstreamBackoff:  upstream.DefaultBackoff,
+		hostLimits:       upstream.NewHostLimiter(upstream.DefaultConcurrencyPerHost),
 		webhookTimeout:   webhookTimeout,
 		taskBudget:       periodicTaskBudget,
 		itemBudget:       periodicItemBudget,
+		continueBudget:   refreshContinueBudget,
 		mirrorFactory:    newTarget,
 		expiry:           timeIndex{prefix: expiryPrefix},
 		sched:            timeIndex{prefix: schedPrefix},
 	}
 	b.healthSources = append(b.healthSources, b.mirrorHealth)
+	b.notifier.init()
 	b.tasks = []periodicTask{
 		{name: "refresh-ahead", run: b.periodicRefresh},
 		{name: "rotation", run: b.periodicRotation},
@@ -269,7 +291,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{secretPrefix, saltKey, flowPrefix, mirrorCfgPrefix},
+			SealWrapStorage: []string{secretPrefix, saltKey, flowPrefix, mirrorCfgPrefix, notifyPrefix},
 			Unauthenticated: []string{"callback"},
 		},
 		Paths: framework.PathAppend(
@@ -303,6 +325,9 @@ func newBackend(conf *logical.BackendConfig) *backend {
 // value (which may be secret).
 func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
 	resp, err := b.Backend.HandleRequest(ctx, req)
+	if req.Operation == logical.HelpOperation && err == nil {
+		inlineOpenAPISchemas(resp) // for sys/internal/specs/openapi (openapi.go)
+	}
 	if err == nil && resp != nil && resp.IsError() {
 		if msg := resp.Error().Error(); strings.HasPrefix(msg, "Field validation failed") {
 			return nil, fieldTypeError(msg)
@@ -381,11 +406,14 @@ func (b *backend) taskTimeout(ctx context.Context, left int) time.Duration {
 // invalidate drops in-memory state fed by a storage key that changed on
 // another node (replication) or underneath us.
 func (b *backend) invalidate(_ context.Context, key string) {
+	b.summary.invalidate(key)
 	switch {
 	case key == configKey:
 		b.configMu.Lock()
 		b.config = nil
 		b.configMu.Unlock()
+	case key == notifySecretKey:
+		b.notifier.forgetSecret()
 	case key == saltKey:
 		b.saltMu.Lock()
 		b.salt = nil
@@ -413,6 +441,7 @@ func (b *backend) initialize(_ context.Context, req *logical.InitializationReque
 	if req != nil && req.Storage != nil {
 		s = req.Storage
 	}
+	b.startNotifier(s)
 	b.flusherMu.Lock()
 	defer b.flusherMu.Unlock()
 	if b.flusher != nil || s == nil {
@@ -443,12 +472,15 @@ func (b *backend) stopFlusher() {
 // clean releases in-memory state when the mount is unmounted or the plugin
 // is reloaded.
 func (b *backend) clean(ctx context.Context) {
+	b.stopContinuedRefresh()
 	b.stopFlusher()
+	b.stopNotifier()
 	b.invalidate(ctx, configKey)
 	b.invalidate(ctx, saltKey)
 	b.purgeCache()
 	b.expiry.reset()
 	b.sched.reset()
+	b.summary.reset()
 }
 
 const backendHelp = `

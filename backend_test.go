@@ -56,7 +56,8 @@ func newTestBackend(tb testing.TB) *testEnv {
 }
 
 // request runs one request through the backend and returns its data, or the
-// error (a *CredentialError for handler failures).
+// error (a *CredentialError for handler failures). A successful answer is
+// checked against the operation's response schema (validateResponse).
 func (e *testEnv) request(tb testing.TB, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
 	tb.Helper()
 	resp, err := e.b.HandleRequest(context.Background(), &logical.Request{
@@ -67,6 +68,9 @@ func (e *testEnv) request(tb testing.TB, op logical.Operation, path string, data
 	})
 	if err == nil && resp != nil && resp.IsError() {
 		err = resp.Error()
+	}
+	if err == nil {
+		e.validateResponse(tb, op, path, resp)
 	}
 	return resp, err
 }

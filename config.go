@@ -51,6 +51,13 @@ type Config struct {
 	// UpstreamConcurrencyPerHost bounds the requests in flight to one
 	// upstream host (upstream.HostLimiter).
 	UpstreamConcurrencyPerHost int `json:"upstream_concurrency_per_host"`
+	// NotifyURL receives signed notification events (notify.go); empty
+	// means none. Its secret is stored apart, seal-wrapped.
+	NotifyURL       string `json:"notify_url,omitempty"`
+	NotifySecretSet bool   `json:"notify_secret_set,omitempty"`
+	// RefreshConcurrency is the number of workers that refresh due tokens
+	// (background refresh-ahead and refresh) at once.
+	RefreshConcurrency int `json:"refresh_concurrency"`
 	// StandbyTokenReads is what a node that cannot write storage (OpenBao
 	// standby serving reads, Vault performance standby) does with a token
 	// read: StandbyTokenReadsForward (default; "" in configs stored before
@@ -81,8 +88,17 @@ func (c *Config) standbyTokenReads() string {
 
 // Limits of configuration values.
 const (
-	maxCacheSize   = 10_000_000
-	maxHostEntries = 256
+	maxCacheSize          = 10_000_000
+	maxHostEntries        = 256
+	maxRefreshConcurrency = 256
+)
+
+// Defaults of the background refresh (see the README's "Background refresh
+// at scale"): refresh_ahead covers one periodic run, the time to work
+// through what is due and the jitter that spreads tokens expiring together.
+const (
+	defaultRefreshAhead       = 5 * time.Minute
+	defaultRefreshConcurrency = 16
 )
 
 // DefaultConfig is the configuration of a mount that never wrote config.
@@ -91,13 +107,14 @@ func DefaultConfig() *Config {
 		CacheEnabled:         true,
 		CacheTTL:             5 * time.Minute,
 		CacheMaxSize:         10_000,
-		RefreshAhead:         time.Minute,
+		RefreshAhead:         defaultRefreshAhead,
 		AuditEnabled:         true,
 		AuditRetention:       30 * 24 * time.Hour,
 		FlowTTL:              10 * time.Minute,
 		DefaultTokenLifetime: time.Hour,
 
 		UpstreamConcurrencyPerHost: 8,
+		RefreshConcurrency:         defaultRefreshConcurrency,
 		StandbyTokenReads:          StandbyTokenReadsForward,
 	}
 }
@@ -126,6 +143,9 @@ func (c *Config) validate() error {
 	}
 	if c.UpstreamConcurrencyPerHost < 1 || c.UpstreamConcurrencyPerHost > 1024 {
 		errs = append(errs, fmt.Errorf("field %q must be between 1 and 1024", "upstream_concurrency_per_host"))
+	}
+	if c.RefreshConcurrency < 1 || c.RefreshConcurrency > maxRefreshConcurrency {
+		errs = append(errs, fmt.Errorf("field %q must be between 1 and %d", "refresh_concurrency", maxRefreshConcurrency))
 	}
 	if v := c.standbyTokenReads(); v != StandbyTokenReadsForward && v != StandbyTokenReadsLocal {
 		errs = append(errs, fmt.Errorf("field %q must be %s or %s", "standby_token_reads", StandbyTokenReadsForward, StandbyTokenReadsLocal))

@@ -53,6 +53,14 @@ type credential struct {
 	// LastError is the last failure of a background operation; empty when
 	// the last one succeeded. It never holds secret material.
 	LastError string `json:"last_error,omitempty"`
+	// Reconnect marks a version whose grant the token endpoint declared
+	// dead (reconnect.go); nil when none.
+	Reconnect *reconnectState `json:"reconnect,omitempty"`
+	// RefreshFailures counts consecutive failed token refreshes, and
+	// RefreshRetryAt is when background refresh tries again (backoff);
+	// both are reset by a stored token.
+	RefreshFailures int       `json:"refresh_failures,omitempty"`
+	RefreshRetryAt  time.Time `json:"refresh_retry_at,omitempty"`
 	// IdempotencyKeys lists the idempotency keys used on this credential,
 	// oldest first, so replays find them and delete can drop them; bounded
 	// by idempotencyKeyTTL and maxIdempotencyKeys.
@@ -245,6 +253,9 @@ func (c *credential) status(now time.Time) string {
 	if exp := types.ExpiresAt(c.Fields); !exp.IsZero() && !now.Before(exp) {
 		return statusExpired
 	}
+	if c.needsReconnect() {
+		return statusNeedsReconnect
+	}
 	if c.LastError != "" {
 		return statusError
 	}
@@ -275,6 +286,7 @@ func (c *credential) responseData(now time.Time) map[string]any {
 		"expires_at":     expires,
 		"status":         c.status(now),
 		"last_error":     c.LastError,
+		"reconnect":      c.reconnectData(),
 		"rotation":       c.rotationData(now),
 		"mirror":         nonNil(c.Mirror),
 		"mirror_content": firstNonEmpty(c.MirrorContent, "secret"),

@@ -376,6 +376,9 @@ func (b *backend) completeFlow(ctx context.Context, s logical.Storage, cfg *Conf
 	issued := b.issuedFrom(cfg, tok)
 	c, err := b.createFlowCredential(ctx, s, f, issued)
 	ev := auditEvent{Action: actionCreate, Credential: f.Name, Version: 1}
+	if err == nil && c.Version > 1 {
+		ev.Action, ev.Version = actionUpdate, c.Version // a reconnect (reconnect.go)
+	}
 	b.audit(ctx, nil, auditOutcome(ev, err), nil)
 	now := b.now()
 	if err != nil {
@@ -405,6 +408,9 @@ func (b *backend) createFlowCredential(ctx context.Context, s logical.Storage, f
 	existing, err := loadCredential(ctx, s, f.Name)
 	if err != nil {
 		return nil, err
+	}
+	if existing != nil && existing.needsReconnect() {
+		return b.reconnectWithFlow(ctx, s, existing, f, issued) // reconnect.go
 	}
 	if existing != nil {
 		return nil, newError(KindDuplicate, "credential %q was created while the flow ran", f.Name)

@@ -58,7 +58,7 @@ func (ep oauthEndpoints) oauth2Config(v types.Values, redirectURI string) *oauth
 	switch ep.AuthStyle {
 	case "header":
 		style = oauth2.AuthStyleInHeader
-	case "body":
+	case "body", types.AuthStylePrivateKeyJWT:
 		style = oauth2.AuthStyleInParams
 	}
 	return &oauth2.Config{
@@ -90,6 +90,10 @@ func (b *backend) exchangeCode(ctx context.Context, s logical.Storage, cfg *Conf
 	var opts []oauth2.AuthCodeOption
 	if f.Verifier != "" {
 		opts = append(opts, oauth2.VerifierOption(f.Verifier))
+	}
+	opts, err = withClientAssertion(opts, f.Values, ep.TokenURL)
+	if err != nil {
+		return nil, newError(KindInvalidCallback, "the code could not be exchanged: %v", err)
 	}
 	ctx, cancel := b.upstreamContext(ctx, cfg)
 	defer cancel()
@@ -168,6 +172,12 @@ func (b *backend) pollDevice(ctx context.Context, s logical.Storage, cfg *Config
 	}
 	clientID, secret := f.Values.String("client_id"), f.Values.String("client_secret")
 	form := url.Values{"grant_type": {deviceGrantType}, "device_code": {f.DeviceCode}, "client_id": {clientID}}
+	if key, err := clientAssertionKey(f.Values); err != nil || key != nil {
+		secret = "" // private_key_jwt: the assertion authenticates the client
+		if err := addClientAssertion(form, key, err, clientID, firstNonEmpty(f.Values.String("assertion_audience"), ep.TokenURL)); err != nil {
+			return nil, err
+		}
+	}
 	if secret != "" && ep.AuthStyle == "body" {
 		form.Set("client_secret", secret)
 	}

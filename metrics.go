@@ -27,6 +27,19 @@ type engineStats struct {
 	next         int             // guarded by mu; next ring slot
 
 	perCred sync.Map // credential name -> *credStats
+
+	// Counters by outcome, for metrics?format=prometheus. Keys are bounded:
+	// an error kind's code, a registered OAuth2 error code.
+	readFailures   sync.Map                             // error code -> *atomic.Int64
+	refreshes      sync.Map                             // refreshLabels -> *atomic.Int64
+	refreshBuckets [len(refreshBucketBounds) + 1]uint64 // guarded by mu; refresh durations per bucket, the last one +Inf
+}
+
+// refreshLabels keys the refresh counters by their labels; the zero value
+// is success.
+type refreshLabels struct {
+	code     string // the engine's error code, e.g. refresh_failed
+	upstream string // the token endpoint's OAuth2 error code, "other" or ""
 }
 
 // credStats are one credential's counters.
@@ -53,24 +66,47 @@ func (s *engineStats) observeRead(name string, now time.Time) {
 	cs.lastUsed.Store(now.UnixNano())
 }
 
+// observeReadFailure records a token read that failed.
+func (s *engineStats) observeReadFailure(err error) {
+	counter(&s.readFailures, errorCode(err)).Add(1)
+}
+
 // observeRefresh records one upstream token request.
 func (s *engineStats) observeRefresh(name string, now time.Time, d time.Duration, err error) {
 	s.refreshCount.Add(1)
 	cs := s.cred(name)
 	cs.refreshCount.Add(1)
 	cs.lastRefresh.Store(now.UnixNano())
+	outcome := refreshLabels{}
 	if err != nil {
 		s.refreshFailures.Add(1)
+		outcome = refreshLabels{errorCode(err), upstreamErrorCode(err)}
 	}
+	counter(&s.refreshes, outcome).Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.refreshTotal += d
+	s.refreshBuckets[refreshBucket(d)]++
 	if len(s.samples) < refreshSamples {
 		s.samples = append(s.samples, d)
 	} else {
 		s.samples[s.next] = d
 	}
 	s.next = (s.next + 1) % refreshSamples
+}
+
+// refreshFailuresByCode returns the failed upstream token requests by
+// the token endpoint's OAuth2 error code, or the engine's error code when
+// the endpoint answered none (from the refresh counters by outcome).
+func (s *engineStats) refreshFailuresByCode() map[string]int64 {
+	out := map[string]int64{}
+	s.refreshes.Range(func(k, v any) bool {
+		if key := k.(refreshLabels); key != (refreshLabels{}) {
+			out[firstNonEmpty(key.upstream, key.code)] += v.(*atomic.Int64).Load()
+		}
+		return true
+	})
+	return out
 }
 
 // refreshTimes are the mean and the 99th percentile of upstream token

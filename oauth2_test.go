@@ -41,6 +41,7 @@ func createClientCredentials(tb testing.TB, e *testEnv, srv *oauthserver.Server,
 
 func TestClientCredentialsIssueAndReissue(t *testing.T) {
 	e, srv := newOAuthEnv(t, oauthserver.WithAccessTokenLifetime(10*time.Minute))
+	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"refresh_ahead": "1m"})
 	createClientCredentials(t, e, srv, "svc")
 	require.Zero(t, srv.TokenRequests(), "create does not contact the provider")
 
@@ -136,14 +137,15 @@ func TestInvalidClientSecretKeepsTheOldToken(t *testing.T) {
 	served := e.mustRequest(t, logical.ReadOperation, "token/svc", nil)
 	require.Equal(t, good.Data["access_token"], served.Data["access_token"])
 	read := e.mustRequest(t, logical.ReadOperation, "creds/svc", nil)
-	require.Equal(t, "error", read.Data["status"])
+	require.Equal(t, "needs_reconnect", read.Data["status"], "invalid_client is a dead grant (reconnect.go)")
 	require.Contains(t, read.Data["last_error"], "invalid_client")
 	require.EqualValues(t, 2, srv.TokenRequests(), "a 401 is not retried")
 
-	// Past expiry there is nothing valid to serve.
+	// Past expiry there is nothing valid to serve, and no request is made.
 	e.clock.Advance(time.Minute)
 	_, err = e.request(t, logical.ReadOperation, "token/svc", nil)
-	requireKind(t, err, KindRefreshFailed, "svc", "401", "invalid_client")
+	requireKind(t, err, KindNoToken, "svc", "invalid_client", "creds/svc")
+	require.EqualValues(t, 2, srv.TokenRequests(), "no request for a dead grant")
 	require.NotContains(t, err.Error(), secret)
 	require.NotContains(t, err.Error(), "{", "no upstream body in the message")
 

@@ -19,7 +19,7 @@ func pathBatch(b *backend) []*framework.Path {
 				"items": {Type: framework.TypeSlice, Description: "Credentials to create or update: objects with name plus the fields of creds/<name>."},
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathBatchCreate},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathBatchCreate, Responses: batchResponses("id and version of the credential written")},
 			},
 			HelpSynopsis:    "Create or update many credentials at once.",
 			HelpDescription: "Each item is written as creds/<name> would be (idempotency keys included). results has one object per item, in order: name and id, or error (code prefix and message). One bad item does not fail the others.",
@@ -31,7 +31,7 @@ func pathBatch(b *backend) []*framework.Path {
 				"names": {Type: framework.TypeCommaStringSlice, Description: "Names of the credentials to delete."},
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathBatchDelete},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathBatchDelete, Responses: batchResponses("deleted (false when it did not exist)")},
 			},
 			HelpSynopsis:    "Delete many credentials at once.",
 			HelpDescription: "results has one object per name, in order: name and deleted (false when it did not exist), or error.",

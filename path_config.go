@@ -19,7 +19,7 @@ func pathConfig(b *backend) *framework.Path {
 			"cache_enabled":          {Type: framework.TypeBool, Description: "Cache tokens in memory.", Default: true},
 			"cache_ttl":              {Type: framework.TypeDurationSecond, Description: "Longest time a token stays cached.", Default: "5m"},
 			"cache_max_size":         {Type: framework.TypeInt, Description: "Most tokens kept in the cache (LRU).", Default: 10000},
-			"refresh_ahead":          {Type: framework.TypeDurationSecond, Description: "How long before expiry a token is refreshed.", Default: "1m"},
+			"refresh_ahead":          {Type: framework.TypeDurationSecond, Description: "How long before expiry a token is refreshed. Background refresh starts up to min(10% of the token's lifetime, refresh_ahead) earlier still, spread per credential, so tokens that expire together are not refreshed in the same minute.", Default: "5m"},
 			"allowed_hosts":          {Type: framework.TypeCommaStringSlice, Description: "Upstream hosts credentials may call (https); empty means any public host. A leading '*.' matches subdomains. A host listed by name or address may resolve to loopback, link-local and private addresses."},
 			"insecure_http_hosts":    {Type: framework.TypeCommaStringSlice, Description: "Hosts (or host:port) that may be called over plain http, for development on loopback. Listed hosts may resolve to any address."},
 			"allow_private_networks": {Type: framework.TypeBool, Description: "Let hosts that are not listed resolve to private addresses (RFC 1918, 100.64.0.0/10, fc00::/7), for identity providers inside the network. Loopback, link-local and unspecified addresses stay refused unless listed.", Default: false},
@@ -28,11 +28,17 @@ func pathConfig(b *backend) *framework.Path {
 			"audit_sync":             {Type: framework.TypeBool, Description: "Write audit events on the request path instead of in batches."},
 			"flow_ttl":               {Type: framework.TypeDurationSecond, Description: "How long an interactive OAuth flow stays open.", Default: "10m"},
 			"default_token_lifetime": {Type: framework.TypeDurationSecond, Description: "Lifetime assumed for tokens whose issuer omits expires_in.", Default: "1h"},
-			"standby_token_reads":    {Type: framework.TypeString, Description: "Token reads on a node that cannot write storage (OpenBao standby, Vault performance standby): forward (default; the active node serves and audits them) or local (served on the standby; the engine's audit trail does not get them, the host's audit device does).", Default: StandbyTokenReadsForward, AllowedValues: []any{StandbyTokenReadsForward, StandbyTokenReadsLocal}},
+			"notify_url":             {Type: framework.TypeString, Description: "URL (https, or a host in insecure_http_hosts) that receives signed JSON events: needs_reconnect, refresh_failed, recovered, rotation_failed, rotation_due. Empty turns notifications off."},
+			"notify_secret":          {Type: framework.TypeString, Description: "HMAC key (at least 16 characters) of notification signatures, as for rotation webhooks; required with a new notify_url. Write-only: stored seal-wrapped, never returned."},
+
+			// Background refresh at scale.
+			"upstream_concurrency_per_host": {Type: framework.TypeInt, Description: "Most requests in flight to one upstream host (host:port) at once, from token reads, refreshes, rotations, webhooks, flows and mirrors together (1 to 1024).", Default: 8},
+			"refresh_concurrency":           {Type: framework.TypeInt, Description: "Number of workers refreshing due tokens at once, in background refresh-ahead and refresh (1 to 256).", Default: 16},
+			"standby_token_reads":           {Type: framework.TypeString, Description: "Token reads on a node that cannot write storage (OpenBao standby, Vault performance standby): forward (default; the active node serves and audits them) or local (served on the standby; the engine's audit trail does not get them, the host's audit device does).", Default: StandbyTokenReadsForward, AllowedValues: []any{StandbyTokenReadsForward, StandbyTokenReadsLocal}},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation:   &framework.PathOperation{Callback: b.pathConfigRead},
-			logical.UpdateOperation: &framework.PathOperation{Callback: b.pathConfigWrite},
+			logical.ReadOperation:   &framework.PathOperation{Callback: b.pathConfigRead, Responses: configResponses},
+			logical.UpdateOperation: &framework.PathOperation{Callback: b.pathConfigWrite, Responses: configResponses},
 		},
 		HelpSynopsis:    "Configure the token cache, upstream security and the audit trail.",
 		HelpDescription: "Reads or changes the engine's configuration. A write changes only the fields it names; the others keep their values.",
@@ -68,6 +74,12 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if v, ok := d.GetOk("allow_private_networks"); ok {
 		c.AllowPrivateNetworks = v.(bool)
 	}
+	if v, ok := d.GetOk("upstream_concurrency_per_host"); ok {
+		c.UpstreamConcurrencyPerHost = v.(int)
+	}
+	if v, ok := d.GetOk("refresh_concurrency"); ok {
+		c.RefreshConcurrency = v.(int)
+	}
 	if v, ok := d.GetOk("audit_enabled"); ok {
 		c.AuditEnabled = v.(bool)
 	}
@@ -91,6 +103,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := c.validate(); err != nil {
 		return nil, invalidInput(err)
 	}
+	if err := b.notifyConfigInput(ctx, req.Storage, current, &c, d); err != nil {
+		return nil, err
+	}
 	if err := b.putConfig(ctx, req.Storage, &c); err != nil {
 		return nil, err
 	}
@@ -112,7 +127,12 @@ func (c *Config) responseData() map[string]any {
 		"audit_sync":             c.AuditSync,
 		"flow_ttl":               int64(c.FlowTTL.Seconds()),
 		"default_token_lifetime": int64(c.DefaultTokenLifetime.Seconds()),
-		"standby_token_reads":    c.standbyTokenReads(),
+		"notify_url":             c.NotifyURL,
+		"notify_secret_set":      c.NotifySecretSet,
+
+		"upstream_concurrency_per_host": c.UpstreamConcurrencyPerHost,
+		"refresh_concurrency":           c.RefreshConcurrency,
+		"standby_token_reads":           c.standbyTokenReads(),
 	}
 }
 

@@ -1,8 +1,10 @@
 package nebula
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-uuid"
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/nebula-credential/nebula-credential/internal/upstream"
@@ -79,7 +82,7 @@ func pathCredentials(b *backend) []*framework.Path {
 			Pattern:      "creds/?$",
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationSuffix: "credentials"},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ListOperation: &framework.PathOperation{Callback: b.pathCredsList},
+				logical.ListOperation: &framework.PathOperation{Callback: b.pathCredsList, Responses: listResponses("names of the credentials")},
 			},
 			HelpSynopsis:    "List credentials.",
 			HelpDescription: "Lists the names of the credentials in this mount.",
@@ -92,10 +95,10 @@ func pathCredentials(b *backend) []*framework.Path {
 			Fields:         credentialSchema(),
 			ExistenceCheck: b.credentialExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.CreateOperation: &framework.PathOperation{Callback: b.pathCredsWrite},
-				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathCredsWrite},
-				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathCredsRead},
-				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathCredsDelete},
+				logical.CreateOperation: &framework.PathOperation{Callback: b.pathCredsWrite, Responses: credentialResponses},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathCredsWrite, Responses: credentialResponses},
+				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathCredsRead, Responses: credentialResponses},
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathCredsDelete, Responses: respNoContent},
 			},
 			HelpSynopsis:    "Create, read, update and delete a credential.",
 			HelpDescription: credsHelp,
@@ -284,7 +287,22 @@ func (b *backend) pathCredsWrite(ctx context.Context, req *logical.Request, d *f
 // writeCredential creates or updates a credential under its lock. resp is
 // set when an idempotent replay answers without a write.
 func (b *backend) writeCredential(ctx context.Context, req *logical.Request, in *credInput) (c, existing *credential, resp *logical.Response, err error) {
+	// Revocations of versions an update retires are sent once the lock is
+	// released.
+	ctx, revoke := b.deferRevocations(ctx)
+	defer revoke()
 	lock := b.lock(in.Name)
+	if in.verify {
+		// verify=true contacts the provider: under the name's own upstream
+		// lock (one upstream call at a time per credential), with the lock
+		// shard released meanwhile (verifyUnlocked).
+		unlock, err := b.upstreamLocks.lock(ctx, in.Name)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		defer unlock()
+		ctx = context.WithValue(ctx, shardHandoffKey{}, lock)
+	}
 	lock.Lock()
 	defer lock.Unlock()
 
@@ -374,7 +392,47 @@ func (b *backend) verify(ctx context.Context, s logical.Storage, in *credInput, 
 	if err != nil {
 		return nil, err
 	}
-	return b.requestToken(ctx, s, cfg, c, &secretVersion{Fields: sv.Fields})
+	probe := &secretVersion{Fields: sv.Fields}
+	if sv.Token != nil && sv.Token.RefreshToken != "" {
+		// The grant's latest refresh token, not the one first supplied.
+		probe.Token = &issuedToken{RefreshToken: sv.Token.RefreshToken}
+	}
+	lock, ok := ctx.Value(shardHandoffKey{}).(*locksutil.LockEntry)
+	if !ok {
+		return b.requestToken(ctx, s, cfg, c, probe)
+	}
+	return b.verifyUnlocked(ctx, s, lock, c.Name, func() (*issuedToken, error) {
+		return b.requestToken(ctx, s, cfg, c, probe)
+	})
+}
+
+// shardHandoffKey carries the lock shard a verify=true write holds, so
+// verify can release it while the provider is contacted.
+type shardHandoffKey struct{}
+
+// verifyUnlocked runs request (an upstream call) with the credential's
+// lock shard released, so a slow provider does not stall other credentials
+// that share the shard; the caller holds the name's upstream lock. When the
+// stored credential changed meanwhile (another write), the write is refused
+// rather than made on a stale state.
+func (b *backend) verifyUnlocked(ctx context.Context, s logical.Storage, lock *locksutil.LockEntry, name string, request func() (*issuedToken, error)) (*issuedToken, error) {
+	before, err := loadCredential(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	lock.Unlock()
+	issued, reqErr := request()
+	lock.Lock()
+	after, err := loadCredential(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	a, _ := json.Marshal(before)
+	z, _ := json.Marshal(after)
+	if !bytes.Equal(a, z) {
+		return nil, newError(KindRotationInProgress, "credential %q changed while its provider was contacted (verify=true); write again", name)
+	}
+	return issued, reqErr
 }
 
 // buildCredential makes a new credential and its first version from the
@@ -463,6 +521,13 @@ func (b *backend) updateCredential(ctx context.Context, s logical.Storage, exist
 			return nil, fmt.Errorf("generating id: %w", err)
 		}
 		next = &secretVersion{ID: id, Version: existing.Version + 1, CreatedAt: b.now().UTC(), Fields: current.Fields.Merge(secret)}
+		if _, supplied := secret["refresh_token"]; !supplied && !moved {
+			// The grant goes on: a provider that rotates refresh tokens
+			// accepts only the latest one, which the current version holds.
+			if refresh := current.refreshToken(); refresh != "" {
+				next.Token = &issuedToken{RefreshToken: refresh}
+			}
+		}
 		retired = b.promote(&c, next)
 	}
 	if moved && c.Previous != nil {
@@ -493,9 +558,20 @@ func (b *backend) updateCredential(ctx context.Context, s logical.Storage, exist
 		next.Token = issued
 	}
 	c.UpdatedAt = b.now().UTC()
+	reconnected := reactivate(&c, next != nil) // new secret material
 	if err := b.saveCredential(ctx, s, &c, next, in); err != nil {
 		return nil, err
 	}
+	if next == nil && issued != nil {
+		// verify=true obtained a token for the current version (its refresh
+		// token may be consumed upstream): store it, or hold it until
+		// storage takes it.
+		if err := b.putToken(ctx, s, &c, current, issued); err != nil {
+			b.held.put(c.Name, c.ID, issued)
+			b.logger.Warn("could not store the token verify obtained; holding it in memory until storage takes it", "credential", c.Name, "error", err)
+		}
+	}
+	b.notifyReactivated(ctx, s, reconnected, &c)
 	if moved {
 		// Retired versions are revoked where they were used, never at the
 		// new endpoints.
@@ -633,7 +709,9 @@ func (b *backend) saveCredential(ctx context.Context, s logical.Storage, c *cred
 	}
 	// The metadata is the commit point: until it is written, nothing refers
 	// to the new secret version or the idempotency record.
-	if err := commitEntries(ctx, s, staged, meta); err != nil {
+	err = commitEntries(ctx, s, staged, meta)
+	b.summary.noteCred(c, err)
+	if err != nil {
 		return storageError("writing credential", err)
 	}
 	b.dropIdemRecords(ctx, s, c.Name, dropped)
@@ -680,7 +758,9 @@ func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *
 		if sv, err := loadSecret(ctx, req.Storage, name, c.ID); err == nil && sv.Token != nil {
 			b.indexExpiry(ctx, req.Storage, name, sv.Token, nil)
 		}
-		if err := req.Storage.Delete(ctx, credKey(name)); err != nil {
+		err := req.Storage.Delete(ctx, credKey(name))
+		b.summary.noteCredDeleted(name, err)
+		if err != nil {
 			return nil, storageError("deleting credential", err)
 		}
 		for _, ref := range c.IdempotencyKeys {

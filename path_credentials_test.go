@@ -290,7 +290,7 @@ func TestTypesPaths(t *testing.T) {
 	require.Equal(t, []string{"api_key", "basic_auth", "bearer", "generated", "oauth2"}, list.Data["keys"])
 
 	read := e.mustRequest(t, logical.ReadOperation, "types/oauth2", nil)
-	require.Equal(t, []string{"client_secret", "refresh_token"}, read.Data["secret_fields"])
+	require.Equal(t, []string{"client_secret", "refresh_token", "private_key", "service_account_json"}, read.Data["secret_fields"])
 	require.Equal(t, true, read.Data["supports_refresh"])
 	require.Contains(t, read.Data["grants"], "client_credentials")
 

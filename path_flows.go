@@ -31,6 +31,7 @@ const (
 var flowOAuthFields = []string{
 	"provider", "tenant", "client_id", "client_secret", "auth_url", "token_url",
 	"device_url", "revocation_url", "scopes", "audience", "auth_style",
+	"private_key", "key_id", "signing_alg", "assertion_audience", // auth_style private_key_jwt
 }
 
 // reservedAuthParams are the authorization request parameters the engine
@@ -69,7 +70,7 @@ func pathFlows(b *backend) []*framework.Path {
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationVerb: "start", OperationSuffix: "flow"},
 			Fields:       flowStartSchema(),
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathFlowStart},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathFlowStart, Responses: flowResponses},
 			},
 			HelpSynopsis:    "Start an interactive OAuth2 flow that creates an oauth2 credential.",
 			HelpDescription: flowStartHelp,
@@ -83,7 +84,7 @@ func pathFlows(b *backend) []*framework.Path {
 				"state":   {Type: framework.TypeString, Description: "The state the provider redirected back with."},
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathFlowComplete},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathFlowComplete, Responses: flowResponses},
 			},
 			HelpSynopsis:    "Complete an authorization code flow with the code and state of its redirect.",
 			HelpDescription: "For applications that receive the provider's redirect themselves (redirect_uri not this mount's callback). The state must be the flow's and works once.",
@@ -92,7 +93,7 @@ func pathFlows(b *backend) []*framework.Path {
 			Pattern:      "flows/?$",
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationSuffix: "flows"},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ListOperation: &framework.PathOperation{Callback: b.pathFlowsList},
+				logical.ListOperation: &framework.PathOperation{Callback: b.pathFlowsList, Responses: listResponses("ids of the flows")},
 			},
 			HelpSynopsis:    "List flows.",
 			HelpDescription: "Lists the ids of the flows in this mount: pending ones, and ended ones for a day after they ended.",
@@ -102,8 +103,8 @@ func pathFlows(b *backend) []*framework.Path {
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationSuffix: "flow"},
 			Fields:       map[string]*framework.FieldSchema{"flow_id": flowID},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathFlowRead},
-				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathFlowDelete},
+				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathFlowRead, Responses: flowResponses},
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathFlowDelete, Responses: respNoContent, DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "cancel"}},
 			},
 			HelpSynopsis:    "Read a flow's status, or cancel it.",
 			HelpDescription: flowReadHelp,
@@ -120,7 +121,7 @@ func pathFlows(b *backend) []*framework.Path {
 				"iss":               {Type: framework.TypeString, Description: "Issuer (RFC 9207); ignored."},
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ReadOperation: &framework.PathOperation{Callback: b.pathFlowCallback},
+				logical.ReadOperation: &framework.PathOperation{Callback: b.pathFlowCallback, Responses: callbackResponses},
 			},
 			HelpSynopsis:    "The OAuth2 redirect target of authorization code flows (unauthenticated).",
 			HelpDescription: callbackHelp,
@@ -295,7 +296,7 @@ func (b *backend) checkFlowStart(ctx context.Context, s logical.Storage, cfg *Co
 	if err != nil {
 		return oauthEndpoints{}, err
 	}
-	if existing != nil {
+	if existing != nil && !existing.needsReconnect() { // needs_reconnect: the flow reconnects it
 		return oauthEndpoints{}, newError(KindDuplicate, "credential %q already exists; delete it or start the flow with another name", in.Name)
 	}
 	return ep, nil

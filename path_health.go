@@ -22,7 +22,7 @@ func pathHealth(b *backend) []*framework.Path {
 			Pattern:      "health$",
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationSuffix: "health"},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ReadOperation: &framework.PathOperation{Callback: b.pathHealthRead},
+				logical.ReadOperation: &framework.PathOperation{Callback: b.pathHealthRead, Responses: healthResponses},
 			},
 			HelpSynopsis:    "Report the engine's health.",
 			HelpDescription: "status is healthy, degraded (some credential fails to refresh or rotate, is due or overdue for rotation, or fails to mirror; audit events cannot be written or were lost in the last 24 hours) or unhealthy (storage fails). issues names each credential or target with its problem.",
@@ -30,11 +30,14 @@ func pathHealth(b *backend) []*framework.Path {
 		{
 			Pattern:      "metrics$",
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationSuffix: "metrics"},
+			Fields: map[string]*framework.FieldSchema{
+				"format": {Type: framework.TypeString, Description: "json, or prometheus for the Prometheus text exposition format.", Default: "json"},
+			},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ReadOperation: &framework.PathOperation{Callback: b.pathMetricsRead},
+				logical.ReadOperation: &framework.PathOperation{Callback: b.pathMetricsRead, Responses: metricsResponses},
 			},
 			HelpSynopsis:    "Read the engine's metrics.",
-			HelpDescription: "Credential totals from storage; counters (token reads, cache hits, refreshes, rotations, audit events dropped) of this node since the plugin started.",
+			HelpDescription: "Credential totals from storage; counters (token reads, cache hits, refreshes, rotations, audit events dropped) of this node since the plugin started. format=prometheus answers the nebula_* families in the Prometheus text exposition format (labels carry no credential name nor secret).",
 		},
 		{
 			Pattern:      "metrics/(?P<name>[^/]+)$",
@@ -43,7 +46,7 @@ func pathHealth(b *backend) []*framework.Path {
 				"name": {Type: framework.TypeString, Description: "Name of the credential."},
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ReadOperation: &framework.PathOperation{Callback: b.pathCredMetricsRead},
+				logical.ReadOperation: &framework.PathOperation{Callback: b.pathCredMetricsRead, Responses: credentialMetricsResponses},
 			},
 			HelpSynopsis:    "Read one credential's metrics.",
 			HelpDescription: "usage_count, last_used, refresh_count and last_refresh (this node, since the plugin started), last_error and next_rotation_at (from storage).",
@@ -59,24 +62,6 @@ type healthIssue struct {
 	Message    string `json:"message"`
 }
 
-// scanCredentials visits every credential's metadata.
-func scanCredentials(ctx context.Context, s logical.Storage, visit func(*credential)) error {
-	names, err := s.List(ctx, credsPrefix)
-	if err != nil {
-		return storageError("listing credentials", err)
-	}
-	for _, name := range names {
-		c, err := loadCredential(ctx, s, name)
-		if err != nil {
-			return err
-		}
-		if c != nil {
-			visit(c)
-		}
-	}
-	return nil
-}
-
 // credentialIssues lists what is wrong with one credential at now.
 func credentialIssues(c *credential, now time.Time) []healthIssue {
 	var issues []healthIssue
@@ -86,6 +71,7 @@ func credentialIssues(c *credential, now time.Time) []healthIssue {
 	if c.LastError != "" {
 		add("refresh_failed", c.LastError)
 	}
+	issues = append(issues, reconnectIssues(c)...)
 	if c.RotationState.LastError != "" {
 		add("rotation_failed", c.RotationState.LastError)
 	}
@@ -105,19 +91,21 @@ func credentialIssues(c *credential, now time.Time) []healthIssue {
 
 func (b *backend) pathHealthRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	now := b.now()
-	issues := []healthIssue{}
-	err := scanCredentials(ctx, req.Storage, func(c *credential) {
-		issues = append(issues, credentialIssues(c, now)...)
-	})
+	// From the summaries (summary.go), not a scan of storage.
+	issues, err := b.summary.issuesAt(ctx, req.Storage, b.eachMirrorState, now)
 	status := healthHealthy
 	switch {
 	case err != nil:
+		// Storage fails: what other parts would read from it is unknown
+		// too (a scan of it would find nothing).
 		status = healthUnhealthy
-		issues = append(issues, healthIssue{Kind: "storage_error", Message: err.Error()})
+		issues = []healthIssue{{Kind: "storage_error", Message: err.Error()}}
 	case len(issues) > 0:
 		status = healthDegraded
 	}
-	issues = append(issues, b.extraHealthIssues(ctx, req.Storage)...)
+	if err == nil {
+		issues = append(issues, b.extraHealthIssues(ctx, req.Storage)...)
+	}
 	issues = append(issues, b.auditHealthIssues(now)...)
 	if status == healthHealthy && len(issues) > 0 {
 		status = healthDegraded
@@ -146,13 +134,16 @@ func (b *backend) extraHealthIssues(ctx context.Context, s logical.Storage) []he
 	return out
 }
 
-func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	byType := map[string]int{}
-	total := 0
-	if err := scanCredentials(ctx, req.Storage, func(c *credential) {
-		total++
-		byType[c.Type]++
-	}); err != nil {
+func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	switch d.Get("format").(string) {
+	case "json":
+	case "prometheus":
+		return b.prometheusResponse(ctx, req.Storage)
+	default:
+		return nil, newError(KindInvalidInput, "field \"format\" must be json or prometheus")
+	}
+	total, byType, err := b.summary.totals(ctx, req.Storage, b.eachMirrorState)
+	if err != nil {
 		return nil, err
 	}
 	st := &b.stats
@@ -163,7 +154,7 @@ func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, _ *
 	}
 	avg, p99 := st.refreshTimes()
 	auditDropped, _, _ := b.auditLog.droppedStats()
-	return &logical.Response{Data: map[string]any{
+	resp := &logical.Response{Data: map[string]any{
 		"total_credentials":   total,
 		"credentials_by_type": byType,
 		"token_reads":         st.tokenReads.Load(),
@@ -179,7 +170,9 @@ func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, _ *
 		"rotation_failures":   st.rotationFailures.Load(),
 		"audit_pending":       b.auditLog.pending(),
 		"audit_dropped":       auditDropped,
-	}}, nil
+	}}
+	b.addNotifyMetrics(resp.Data)
+	return resp, nil
 }
 
 func (b *backend) pathCredMetricsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

@@ -211,7 +211,9 @@ func (b *backend) putMirror(ctx context.Context, s logical.Storage, c *credentia
 func (b *backend) recordMirror(ctx context.Context, s logical.Storage, name, target string, deleting bool, err error) {
 	key := mirrorStateKey(name, target)
 	if deleting && err == nil {
-		if derr := s.Delete(ctx, key); derr != nil {
+		derr := s.Delete(ctx, key)
+		b.summary.noteMirror(name, target, nil, derr)
+		if derr != nil {
 			b.logger.Warn("could not drop a mirror state", "credential", name, "target", target, "error", derr)
 		}
 		return
@@ -235,6 +237,7 @@ func (b *backend) recordMirror(ctx context.Context, s logical.Storage, name, tar
 	if jerr == nil {
 		jerr = s.Put(ctx, entry)
 	}
+	b.summary.noteMirror(name, target, &st, jerr)
 	if jerr != nil {
 		b.logger.Warn("could not store a mirror state", "credential", name, "target", target, "error", jerr)
 	}
@@ -257,6 +260,7 @@ func (b *backend) markMirrorPending(ctx context.Context, s logical.Storage, c *c
 		if err == nil {
 			err = s.Put(ctx, entry)
 		}
+		b.summary.noteMirror(c.Name, target, &mirrorState{SyncStatus: syncPending}, err)
 		if err != nil {
 			b.logger.Warn("could not mark a mirror pending", "credential", c.Name, "target", target, "error", err)
 		}
@@ -334,13 +338,7 @@ func loadMirrorState(ctx context.Context, s logical.Storage, name, target string
 
 // mirrorHealth reports mirror errors to health reads.
 func (b *backend) mirrorHealth(ctx context.Context, s logical.Storage) []healthIssue {
-	var issues []healthIssue
-	_ = b.eachMirrorState(ctx, s, func(name, target string, st *mirrorState) {
-		if st.LastError != "" {
-			issues = append(issues, healthIssue{Credential: name, Target: target, Kind: "mirror_error", Message: st.LastError})
-		}
-	})
-	return issues
+	return b.summary.mirrorIssues() // summary.go: no scan per read
 }
 
 func (b *backend) eachMirrorState(ctx context.Context, s logical.Storage, visit func(name, target string, st *mirrorState)) error {

@@ -20,7 +20,7 @@ func pathProviders(b *backend) []*framework.Path {
 			Pattern:      "providers/?$",
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationSuffix: "providers"},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ListOperation: &framework.PathOperation{Callback: b.pathProvidersList},
+				logical.ListOperation: &framework.PathOperation{Callback: b.pathProvidersList, Responses: listResponses("names of the provider presets")},
 			},
 			HelpSynopsis:    "List OAuth2 provider presets.",
 			HelpDescription: "Lists the built-in presets (google, github, microsoft, gitlab, slack) and the custom ones written to this mount.",
@@ -40,10 +40,10 @@ func pathProviders(b *backend) []*framework.Path {
 			},
 			ExistenceCheck: b.providerExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathProviderRead},
-				logical.CreateOperation: &framework.PathOperation{Callback: b.pathProviderWrite},
-				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathProviderWrite},
-				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathProviderDelete},
+				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathProviderRead, Responses: providerResponses},
+				logical.CreateOperation: &framework.PathOperation{Callback: b.pathProviderWrite, Responses: providerResponses},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathProviderWrite, Responses: providerResponses},
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathProviderDelete, Responses: respNoContent},
 			},
 			HelpSynopsis:    "Read, write or delete an OAuth2 provider preset.",
 			HelpDescription: "An oauth2 credential with provider=<name> takes its endpoints and default scopes from the preset. The endpoints are resolved when the credential is written and kept with it: changing a preset's URLs here does not move existing credentials (or running flows); rewrite a credential with provider=<name> and its secrets to adopt them. Built-in presets are read-only; the microsoft preset takes the credential's tenant field.",

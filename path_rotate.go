@@ -36,7 +36,7 @@ func pathRotate(b *backend) []*framework.Path {
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationVerb: "rotate", OperationSuffix: "credential"},
 			Fields:       rotateFields,
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRotateWrite},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRotateWrite, Responses: rotateResponses},
 			},
 			HelpSynopsis:    "Rotate a credential now.",
 			HelpDescription: rotateHelp,
@@ -56,10 +56,10 @@ func pathRotate(b *backend) []*framework.Path {
 			},
 			ExistenceCheck: b.credentialPolicyExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathRotationRead},
-				logical.CreateOperation: &framework.PathOperation{Callback: b.pathRotationWrite},
-				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRotationWrite},
-				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathRotationDelete},
+				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathRotationRead, Responses: rotationResponses},
+				logical.CreateOperation: &framework.PathOperation{Callback: b.pathRotationWrite, Responses: rotationResponses},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRotationWrite, Responses: rotationResponses},
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathRotationDelete, Responses: respNoContent},
 			},
 			HelpSynopsis:    "Read, set or remove a credential's rotation policy.",
 			HelpDescription: "A policy rotates the credential every interval (and once at rotate_at), from Vault's periodic calls on the active node, retrying failures with backoff. Reads show next_rotation_at, last_rotated_at and warning (inside warning_period of a due rotation).",

@@ -29,8 +29,8 @@ func pathTokens(b *backend) []*framework.Path {
 				"version":      {Type: framework.TypeString, Description: `"current" (default) or "previous": the version a blue/green rotation keeps readable during its grace period.`},
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathTokenRead},
-				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathTokenRead},
+				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathTokenRead, Responses: tokenResponses},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathTokenRead, Responses: tokenResponses, DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read", OperationSuffix: "token-with-caller-context"}},
 			},
 			HelpSynopsis:    "Read a credential's ready-to-use token.",
 			HelpDescription: tokenHelp,
@@ -40,7 +40,7 @@ func pathTokens(b *backend) []*framework.Path {
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationVerb: "refresh", OperationSuffix: "token"},
 			Fields:       nameField,
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRefreshOne},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRefreshOne, Responses: tokenResponses},
 			},
 			HelpSynopsis:    "Refresh a credential's token now.",
 			HelpDescription: "Obtains a new token from the credential's token endpoint, stores it and returns it. Only oauth2 credentials can be refreshed.",
@@ -49,7 +49,7 @@ func pathTokens(b *backend) []*framework.Path {
 			Pattern:      "refresh/?$",
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationVerb: "refresh", OperationSuffix: "due"},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRefreshDue},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRefreshDue, Responses: refreshDueResponses, DisplayAttrs: &framework.DisplayAttributes{OperationSuffix: "due-tokens"}},
 			},
 			HelpSynopsis:    "Refresh every expired or expiring token.",
 			HelpDescription: "Refreshes the tokens that expire within refresh_ahead, as the background refresh does, and returns the names refreshed and failed.",
@@ -58,7 +58,7 @@ func pathTokens(b *backend) []*framework.Path {
 			Pattern:      "cache/?$",
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationVerb: "clear", OperationSuffix: "cache"},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathCacheClear},
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathCacheClear, Responses: respNoContent},
 			},
 			HelpSynopsis:    "Clear the token cache.",
 			HelpDescription: "Drops every cached token on this node; the next reads load them from storage.",
@@ -68,7 +68,7 @@ func pathTokens(b *backend) []*framework.Path {
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationVerb: "clear", OperationSuffix: "cache-entry"},
 			Fields:       nameField,
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathCacheClearOne},
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathCacheClearOne, Responses: respNoContent},
 			},
 			HelpSynopsis:    "Clear one credential's cached token.",
 			HelpDescription: "Drops the credential's cached token on this node.",
@@ -135,6 +135,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		return nil, err // forwarded to the active node, which audits the read
 	}
 	if err != nil {
+		b.stats.observeReadFailure(err)
 		if !local {
 			b.audit(ctx, req, auditOutcome(ev, err), &caller)
 		}
@@ -249,7 +250,7 @@ func (b *backend) purgeCache() {
 // tokens held in memory because storage failed to take them.
 func (b *backend) periodicRefresh(ctx context.Context, s logical.Storage) error {
 	heldErr := b.storeHeldTokens(ctx, s)
-	res, err := b.refreshDue(ctx, s)
+	res, err := b.refreshAhead(ctx, s)
 	if err != nil {
 		return errors.Join(heldErr, err)
 	}

@@ -149,7 +149,7 @@ func TestCacheLifetimeAndBounds(t *testing.T) {
 func TestProviders(t *testing.T) {
 	e := newTestBackend(t)
 	list := e.mustRequest(t, logical.ListOperation, "providers/", nil)
-	require.Equal(t, []string{"github", "gitlab", "google", "microsoft", "slack"}, list.Data["keys"])
+	require.Equal(t, []string{"github", "gitlab", "google", "google-service-account", "microsoft", "slack"}, list.Data["keys"])
 
 	_, err := e.request(t, logical.UpdateOperation, "providers/google", map[string]any{"token_url": "https://x"})
 	requireKind(t, err, KindInvalidInput, "built in")

@@ -15,7 +15,7 @@ func pathTypes(b *backend) []*framework.Path {
 			Pattern:      "types/?$",
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationSuffix: "types"},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ListOperation: &framework.PathOperation{Callback: b.pathTypesList},
+				logical.ListOperation: &framework.PathOperation{Callback: b.pathTypesList, Responses: typesListResponses},
 			},
 			HelpSynopsis:    "List the supported credential types.",
 			HelpDescription: "Lists the credential types with a short description of each.",
@@ -27,7 +27,7 @@ func pathTypes(b *backend) []*framework.Path {
 				"type": {Type: framework.TypeString, Description: "Name of the credential type."},
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ReadOperation: &framework.PathOperation{Callback: b.pathTypeRead},
+				logical.ReadOperation: &framework.PathOperation{Callback: b.pathTypeRead, Responses: typeResponses},
 			},
 			HelpSynopsis:    "Read a credential type's field schema.",
 			HelpDescription: "Shows the fields of a credential type (which are secret, which are required, their allowed values), its grants, and whether it can be refreshed and rotated.",

@@ -66,6 +66,9 @@ type rotationState struct {
 	LastError     string    `json:"last_error,omitempty"`
 	// ScheduledAt is when the credential's schedule index entry fires.
 	ScheduledAt time.Time `json:"scheduled_at,omitempty"`
+	// WarnedFor is the rotation time a rotation_due notification was sent
+	// for (notify.go).
+	WarnedFor time.Time `json:"warned_for,omitempty"`
 }
 
 // nextRotation is when the policy next rotates; zero means never.
@@ -119,6 +122,7 @@ func (c *credential) nextWork() time.Time {
 		}
 		earliest(next)
 	}
+	earliest(c.warningStart()) // a rotation_due notification to send
 	if c.Previous != nil {
 		earliest(c.Previous.GraceUntil)
 	}
@@ -395,7 +399,9 @@ func (b *backend) putMeta(ctx context.Context, s logical.Storage, c *credential)
 	if err != nil {
 		return fmt.Errorf("encoding credential: %w", err)
 	}
-	if err := s.Put(ctx, entry); err != nil {
+	err = s.Put(ctx, entry)
+	b.summary.noteCred(c, err)
+	if err != nil {
 		return storageError("writing credential", err)
 	}
 	return nil
@@ -491,6 +497,10 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 		return err
 	}
 	s := req.Storage
+	// Revocations of an orphaned version are sent once the lock is
+	// released.
+	ctx, revoke := b.deferRevocations(ctx)
+	defer revoke()
 	lock := b.lock(w.Name)
 	lock.Lock()
 	defer lock.Unlock()
@@ -583,6 +593,9 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 			b.sched.putBack([]string{name}, now)
 		}
 	}()
+	// A grace end's revocations are sent once the lock is released.
+	ctx, revoke := b.deferRevocations(ctx)
+	defer revoke()
 	lock := b.lock(name)
 	lock.Lock()
 	c, err := loadCredential(ctx, s, name)
@@ -598,6 +611,7 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 			return err
 		}
 	}
+	b.noteRotationDue(ctx, s, c, now)
 	due := c.rotationDue(now)
 	if !due {
 		b.reschedule(ctx, s, c)
@@ -628,6 +642,7 @@ func (b *backend) maintain(ctx context.Context, s logical.Storage, name string) 
 		c.RotationState.Failures++
 		c.RotationState.NextAttemptAt = b.now().UTC().Add(rotationBackoff(c.RotationState.Failures))
 		c.RotationState.LastError = rotErr.Error()
+		b.notify(ctx, s, eventRotationFailed, c, "")
 		b.logger.Warn("scheduled rotation failed", "credential", name, "failures", c.RotationState.Failures, "error", rotErr)
 	}
 	if err := b.putMeta(ctx, s, c); err != nil {

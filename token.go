@@ -256,6 +256,13 @@ const refreshAttempts = 3
 // logical.ErrReadOnly without contacting the upstream, because a refresh
 // token consumed by a node that cannot store its successor would be lost.
 func (b *backend) refresh(ctx context.Context, s logical.Storage, cfg *Config, name string, force bool) (*refreshOutcome, error) {
+	fresh := func(t *issuedToken) bool { return !force && !t.expiring(b.now(), cfg.RefreshAhead) }
+	return b.refreshUnlessFresh(ctx, s, cfg, name, fresh)
+}
+
+// refreshUnlessFresh is refresh, where fresh decides (once the name's
+// upstream lock is held) whether the stored token needs no refresh.
+func (b *backend) refreshUnlessFresh(ctx context.Context, s logical.Storage, cfg *Config, name string, fresh func(*issuedToken) bool) (*refreshOutcome, error) {
 	unlock, err := b.upstreamLocks.lock(ctx, name)
 	if err != nil {
 		return nil, err
@@ -280,7 +287,7 @@ func (b *backend) refresh(ctx context.Context, s logical.Storage, cfg *Config, n
 		if held := b.held.get(name, c.ID); held != nil {
 			sv.Token = held
 		}
-		if !force && !sv.Token.expiring(b.now(), cfg.RefreshAhead) {
+		if fresh(sv.Token) {
 			held := b.held.get(name, c.ID) != nil && !b.storeHeld(ctx, s, name)
 			return &refreshOutcome{c: c, token: sv.Token, held: held}, nil
 		}
@@ -415,8 +422,9 @@ func (b *backend) putToken(ctx context.Context, s logical.Storage, c *credential
 	}
 	b.held.drop(c.Name, sv.ID)
 	b.indexExpiry(ctx, s, c.Name, previous, issued)
-	if c.LastError != "" {
-		c.LastError = ""
+	if c.LastError != "" || c.RefreshFailures != 0 || !c.RefreshRetryAt.IsZero() || c.Reconnect != nil {
+		b.noteRecovered(ctx, s, c) // dead mark dropped, recovered sent
+		c.LastError, c.RefreshFailures, c.RefreshRetryAt = "", 0, time.Time{}
 		b.saveMeta(ctx, s, c)
 	}
 	if c.MirrorContent == "token" && len(c.Mirror) > 0 {
@@ -479,7 +487,10 @@ func (b *backend) storeHeldTokens(ctx context.Context, s logical.Storage) error 
 }
 
 // recordErrorFor notes a refresh failure on a credential still at version
-// id, under its write lock.
+// id, under its write lock: the error, one more consecutive failure and
+// when background refresh tries again (refreshBackoff: one minute,
+// doubling, at most an hour, with jitter). Token reads are not held back by
+// it.
 func (b *backend) recordErrorFor(ctx context.Context, s logical.Storage, name, id string, cause error) {
 	lock := b.lock(name)
 	lock.Lock()
@@ -488,6 +499,9 @@ func (b *backend) recordErrorFor(ctx context.Context, s logical.Storage, name, i
 	if err != nil || c == nil || c.ID != id {
 		return
 	}
+	b.noteRefreshFailure(ctx, s, c, cause) // dead grants, notifications
+	c.RefreshFailures++
+	c.RefreshRetryAt = b.now().UTC().Add(refreshBackoff(name, c.RefreshFailures))
 	b.recordError(ctx, s, c, cause)
 }
 
@@ -604,6 +618,9 @@ func (l *nameLocks) lock(ctx context.Context, name string) (func(), error) {
 
 // requestToken asks the credential's token endpoint for a new token.
 func (b *backend) requestToken(ctx context.Context, s logical.Storage, cfg *Config, c *credential, sv *secretVersion) (*issuedToken, error) {
+	if err := reconnectGate(c, sv); err != nil {
+		return nil, err // a dead grant: no upstream request
+	}
 	v := sv.upstreamValues(c) // the endpoints the credential was written with
 	p, err := b.resolveProvider(ctx, s, v)
 	if err != nil {
@@ -625,8 +642,11 @@ func (b *backend) requestToken(ctx context.Context, s logical.Storage, cfg *Conf
 	if sv.Token != nil && sv.Token.RefreshToken != "" {
 		req.RefreshToken = sv.Token.RefreshToken
 	}
+	if err := signedJWTRequest(v, &req); err != nil {
+		return nil, newError(KindRefreshFailed, "credential %q: %v", c.Name, err)
+	}
 	switch req.Grant {
-	case types.GrantClientCredentials:
+	case types.GrantClientCredentials, types.GrantJWTBearer:
 	case types.GrantRefreshToken:
 		if req.RefreshToken == "" {
 			return nil, newError(KindNoRefreshToken, "credential %q has no refresh token", c.Name)
@@ -692,6 +712,7 @@ func (b *backend) saveMeta(ctx context.Context, s logical.Storage, c *credential
 	if err == nil {
 		err = s.Put(ctx, entry)
 	}
+	b.summary.noteCred(c, err)
 	if err != nil {
 		b.logger.Warn("could not store credential status", "credential", c.Name, "error", err)
 	}
@@ -728,6 +749,10 @@ func (b *backend) upstream(cfg *Config) *upstream.Client {
 		b.upstreamClient = upstream.New(cfg, b.upstreamRoots)
 		b.upstreamClient.Attempts = b.upstreamAttempts
 		b.upstreamClient.Backoff = b.upstreamBackoff
+		// One set of per-host slots and pauses whatever the config: a
+		// client built for a new config must not get fresh slots.
+		b.upstreamClient.SetHostLimiter(b.hostLimits)
+		b.hostLimits.SetLimit(cfg.UpstreamConcurrencyPerHost)
 		b.upstreamCfg = cfg
 	}
 	return b.upstreamClient

@@ -209,6 +209,10 @@ func (b *backend) revokeTokens(ctx context.Context, s logical.Storage, c *creden
 	}
 	req := upstream.Request{ClientID: v.String("client_id"), ClientSecret: v.String("client_secret"),
 		AuthStyle: firstNonEmpty(v.String("auth_style"), p.AuthStyle)}
+	if err := signedJWTRequest(v, &req); err != nil {
+		b.logger.Warn("could not revoke a retired version's tokens", "credential", c.Name, "error", err)
+		return
+	}
 	client := b.upstream(cfg)
 	name := c.Name
 	run := func(ctx context.Context) {

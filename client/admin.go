@@ -34,6 +34,22 @@ type Config struct {
 	// DefaultTokenLifetime is assumed for tokens whose issuer omits
 	// expires_in.
 	DefaultTokenLifetime time.Duration
+	// AllowPrivateNetworks lets hosts that are not listed resolve to
+	// private addresses (in-house identity providers).
+	AllowPrivateNetworks bool
+	// RefreshConcurrency is the number of workers refreshing due tokens.
+	RefreshConcurrency int
+	// UpstreamConcurrencyPerHost bounds the requests in flight to one
+	// upstream host.
+	UpstreamConcurrencyPerHost int
+	// NotifyURL receives the engine's signed notification events; empty
+	// turns them off.
+	NotifyURL string
+	// NotifySecret is the notifications' HMAC key. Write-only: SetConfig
+	// sends it when set; Config never answers it (see NotifySecretSet).
+	NotifySecret Secret
+	// NotifySecretSet reports whether a notification secret is stored.
+	NotifySecretSet bool
 }
 
 // configWire is the engine's config response (durations in seconds).
@@ -49,6 +65,11 @@ type configWire struct {
 	AuditSync            bool     `json:"audit_sync"`
 	FlowTTL              int64    `json:"flow_ttl"`
 	DefaultTokenLifetime int64    `json:"default_token_lifetime"`
+	AllowPrivateNetworks bool     `json:"allow_private_networks"`
+	RefreshConcurrency   int      `json:"refresh_concurrency"`
+	UpstreamPerHost      int      `json:"upstream_concurrency_per_host"`
+	NotifyURL            string   `json:"notify_url"`
+	NotifySecretSet      bool     `json:"notify_secret_set"`
 }
 
 func (w *configWire) config() *Config {
@@ -57,6 +78,8 @@ func (w *configWire) config() *Config {
 		RefreshAhead: seconds(w.RefreshAhead), AllowedHosts: w.AllowedHosts, InsecureHTTPHosts: w.InsecureHTTPHosts,
 		AuditEnabled: w.AuditEnabled, AuditRetention: seconds(w.AuditRetention), AuditSync: w.AuditSync,
 		FlowTTL: seconds(w.FlowTTL), DefaultTokenLifetime: seconds(w.DefaultTokenLifetime),
+		AllowPrivateNetworks: w.AllowPrivateNetworks, RefreshConcurrency: w.RefreshConcurrency,
+		UpstreamConcurrencyPerHost: w.UpstreamPerHost, NotifyURL: w.NotifyURL, NotifySecretSet: w.NotifySecretSet,
 	}
 }
 
@@ -95,6 +118,18 @@ func (c *Client) SetConfig(ctx context.Context, cfg Config) (*Config, error) {
 		"audit_sync":             cfg.AuditSync,
 		"flow_ttl":               int64(cfg.FlowTTL / time.Second),
 		"default_token_lifetime": int64(cfg.DefaultTokenLifetime / time.Second),
+		"allow_private_networks": cfg.AllowPrivateNetworks,
+		"notify_url":             cfg.NotifyURL,
+	}
+	// Zero means "leave as stored" for the limits (the engine refuses 0).
+	if cfg.RefreshConcurrency > 0 {
+		body["refresh_concurrency"] = cfg.RefreshConcurrency
+	}
+	if cfg.UpstreamConcurrencyPerHost > 0 {
+		body["upstream_concurrency_per_host"] = cfg.UpstreamConcurrencyPerHost
+	}
+	if cfg.NotifySecret.Value() != "" {
+		body["notify_secret"] = cfg.NotifySecret.Value()
 	}
 	var w configWire
 	if _, err := c.write(ctx, replayable, c.mount+"/config", body, &w); err != nil {

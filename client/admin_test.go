@@ -165,17 +165,22 @@ func TestConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Config: %v", err)
 	}
-	if !cfg.CacheEnabled || cfg.CacheTTL != 5*time.Minute || cfg.CacheMaxSize != 10000 || cfg.RefreshAhead != time.Minute ||
+	if !cfg.CacheEnabled || cfg.CacheTTL != 5*time.Minute || cfg.CacheMaxSize != 10000 || cfg.RefreshAhead != 5*time.Minute ||
 		!cfg.AuditEnabled || cfg.FlowTTL != 10*time.Minute || cfg.DefaultTokenLifetime != time.Hour ||
-		!slices.Equal(cfg.InsecureHTTPHosts, []string{"127.0.0.1"}) || cfg.AllowedHosts == nil {
+		!slices.Equal(cfg.InsecureHTTPHosts, []string{"127.0.0.1"}) || cfg.AllowedHosts == nil ||
+		cfg.AllowPrivateNetworks || cfg.RefreshConcurrency != 16 || cfg.UpstreamConcurrencyPerHost != 8 ||
+		cfg.NotifyURL != "" || cfg.NotifySecretSet {
 		t.Errorf("Config = %+v; want the defaults with 127.0.0.1 over http", cfg)
 	}
 	cfg.CacheTTL, cfg.CacheMaxSize, cfg.AllowedHosts, cfg.AuditSync = 90*time.Second, 50, []string{"*.example.com"}, true
+	cfg.RefreshConcurrency, cfg.UpstreamConcurrencyPerHost = 4, 2
+	cfg.NotifyURL, cfg.NotifySecret = "https://hooks.example.com/nebula", client.NewSecret("notify-secret-0123456789")
 	got, err := c.SetConfig(ctx, *cfg)
 	if err != nil {
 		t.Fatalf("SetConfig: %v", err)
 	}
-	if got.CacheTTL != 90*time.Second || got.CacheMaxSize != 50 || !slices.Equal(got.AllowedHosts, []string{"*.example.com"}) || !got.AuditSync {
+	if got.CacheTTL != 90*time.Second || got.CacheMaxSize != 50 || !slices.Equal(got.AllowedHosts, []string{"*.example.com"}) || !got.AuditSync ||
+		got.RefreshConcurrency != 4 || got.UpstreamConcurrencyPerHost != 2 || got.NotifyURL != "https://hooks.example.com/nebula" || !got.NotifySecretSet {
 		t.Errorf("SetConfig answered %+v", got)
 	}
 	if again, err := c.Config(ctx); err != nil || again.CacheMaxSize != 50 || again.AuditRetention != cfg.AuditRetention {
@@ -232,11 +237,11 @@ func TestTypesAndProviders(t *testing.T) {
 				t.Errorf("client_secret is not secret: %+v", f)
 			}
 		case "client_id":
-			if !f.Required || f.Secret {
+			if f.Secret { // required unless jwt_bearer without client authentication
 				t.Errorf("client_id: %+v", f)
 			}
 		case "auth_style":
-			if f.Default != "auto" || !slices.Equal(f.Allowed, []string{"auto", "header", "body"}) {
+			if f.Default != "auto" || !slices.Equal(f.Allowed, []string{"auto", "header", "body", "private_key_jwt"}) {
 				t.Errorf("auth_style: %+v", f)
 			}
 		}

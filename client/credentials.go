@@ -81,6 +81,24 @@ type OAuth2 struct {
 	// RefreshToken is a refresh token (secret; never returned by Get),
 	// required for the refresh_token grant.
 	RefreshToken Secret
+	// PrivateKey is a PEM private key (RSA or EC; secret, never returned
+	// by Get) that signs client assertions (AuthStyle private_key_jwt) or
+	// jwt_bearer grant assertions (RFC 7523).
+	PrivateKey Secret
+	// KeyID is the JWK kid put in each assertion's header.
+	KeyID string
+	// SigningAlg is the assertions' algorithm (default RS256 for RSA keys,
+	// ES256/384/512 for EC keys).
+	SigningAlg string
+	// AssertionAudience is the aud of private_key_jwt client assertions;
+	// the URL called when empty.
+	AssertionAudience string
+	// Issuer and Subject are the jwt_bearer assertion's iss and sub
+	// (Subject defaults to Issuer).
+	Issuer, Subject string
+	// ServiceAccountJSON is a Google service-account key (secret) for the
+	// google-service-account provider.
+	ServiceAccountJSON Secret
 }
 
 // Generated holds the fields of a generated credential, whose secret the
@@ -127,6 +145,13 @@ func (f *OAuth2) fields(body map[string]any) {
 	setString(body, "audience", f.Audience)
 	setString(body, "auth_style", f.AuthStyle)
 	setString(body, "refresh_token", f.RefreshToken.Value())
+	setString(body, "private_key", f.PrivateKey.Value())
+	setString(body, "key_id", f.KeyID)
+	setString(body, "signing_alg", f.SigningAlg)
+	setString(body, "assertion_audience", f.AssertionAudience)
+	setString(body, "issuer", f.Issuer)
+	setString(body, "subject", f.Subject)
+	setString(body, "service_account_json", f.ServiceAccountJSON.Value())
 }
 
 func (f *Generated) fields(body map[string]any) {
@@ -329,7 +354,9 @@ type Credential struct {
 	UpdatedAt time.Time
 	// ExpiresAt is when its token expires (bearer); zero means never.
 	ExpiresAt time.Time
-	// Status is active, expired or error (see LastError).
+	// Status is active, expired, error (see LastError) or needs_reconnect
+	// (the provider refused the grant: write new secret material or
+	// complete a flow).
 	Status string
 	// LastError is the last failure of background work; empty when the
 	// last attempt succeeded.
@@ -371,6 +398,11 @@ type credentialWire struct {
 	Scopes        []string `json:"scopes"`
 	Audience      string   `json:"audience"`
 	AuthStyle     string   `json:"auth_style"`
+	KeyID         string   `json:"key_id"`
+	SigningAlg    string   `json:"signing_alg"`
+	AssertionAud  string   `json:"assertion_audience"`
+	Issuer        string   `json:"issuer"`
+	Subject       string   `json:"subject"`
 	Length        int      `json:"length"`
 	Charset       string   `json:"charset"`
 }
@@ -397,6 +429,8 @@ func (w *credentialWire) credential() *Credential {
 			GrantType: w.GrantType, Provider: w.Provider, Tenant: w.Tenant, ClientID: w.ClientID,
 			TokenURL: w.TokenURL, AuthURL: w.AuthURL, DeviceURL: w.DeviceURL, RevocationURL: w.RevocationURL,
 			Scopes: w.Scopes, Audience: w.Audience, AuthStyle: w.AuthStyle,
+			KeyID: w.KeyID, SigningAlg: w.SigningAlg, AssertionAudience: w.AssertionAud,
+			Issuer: w.Issuer, Subject: w.Subject,
 		}
 	case TypeGenerated:
 		c.Generated = &Generated{Length: w.Length, Charset: w.Charset}

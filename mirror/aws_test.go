@@ -3,10 +3,7 @@ package mirror
 import (
 	"context"
 	"errors"
-	"fmt"
-	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +32,60 @@ func newAWSTestTarget(tb testing.TB, f *mirrortest.AWS, mutate ...func(*AWSConfi
 	target, err := NewAWS(cfg, f.Client(), func(o *secretsmanager.Options) { o.Retryer = aws.NopRetryer{} })
 	require.NoError(tb, err)
 	return target
+}
+
+// awsContractFake adapts mirrortest's AWS fake to targetFake; credential
+// name is mirrored as secret nebula/name (the default template).
+type awsContractFake struct{ *mirrortest.AWS }
+
+// newAWSContractFake returns an adapter over a new AWS fake.
+func newAWSContractFake(tb testing.TB) awsContractFake {
+	return awsContractFake{mirrortest.NewAWS(tb)}
+}
+
+// Stored returns the value and version tag of secret nebula/name.
+func (f awsContractFake) Stored(name string) (value, version string, ok bool) {
+	s, ok := f.Secret("nebula/" + name)
+	return s.Value, s.Tags[AWSTagVersion], ok
+}
+
+// Lookup returns the DescribeSecret call of secret nebula/name.
+func (f awsContractFake) Lookup(name string) string { return "DescribeSecret nebula/" + name }
+
+// FailWrites makes every operation answer status, with code
+// InternalServiceError for 500 and none otherwise.
+func (f awsContractFake) FailWrites(status int) {
+	code := map[int]string{500: "InternalServiceError"}[status]
+	f.FailWith(func(string) (int, string) { return status, code })
+}
+
+// Throttle makes every operation answer 400 ThrottlingException.
+func (f awsContractFake) Throttle() string {
+	f.FailWith(func(string) (int, string) { return 400, "ThrottlingException" })
+	return "ThrottlingException"
+}
+
+// Heal restores normal answers.
+func (f awsContractFake) Heal() { f.FailWith(nil) }
+
+// PlantForeign adds secret nebula/name, tagged for owner unless empty.
+func (f awsContractFake) PlantForeign(name, owner, value string) {
+	s := mirrortest.AWSSecret{Name: "nebula/" + name, Value: value}
+	if owner != "" {
+		s.Tags = map[string]string{AWSTagCredential: owner, AWSTagVersion: "1"}
+	}
+	f.AddSecret(s)
+}
+
+// MaxSecretSize is Secrets Manager's limit.
+func (f awsContractFake) MaxSecretSize() int { return awsMaxSecretSize }
+
+// TooLongName returns a name over Secrets Manager's 512 characters.
+func (f awsContractFake) TooLongName() string { return strings.Repeat("n", 600) }
+
+// TestAWSTargetContract runs the contract every target keeps.
+func TestAWSTargetContract(t *testing.T) {
+	runTargetContract(t, func(tb testing.TB, f awsContractFake) Target { return newAWSTestTarget(tb, f.AWS) }, newAWSContractFake)
 }
 
 func TestAWSPutUpdateDelete(t *testing.T) {
@@ -139,98 +190,6 @@ func TestAWSAccessDeniedIsPermanent(t *testing.T) {
 	assert.Equal(t, "nebula/api-key", e.Name)
 }
 
-func TestAWSThrottlingIsRetryable(t *testing.T) {
-	f := mirrortest.NewAWS(t)
-	target := newAWSTestTarget(t, f)
-	f.FailWith(func(string) (int, string) { return 400, "ThrottlingException" })
-	err := target.Put(context.Background(), "api-key", 1, testContent(1))
-	e := assertMirrorError(t, err, KindThrottled, true, "upstream failed")
-	assert.Equal(t, "ThrottlingException", e.Code)
-}
-
-func TestAWSOrdering(t *testing.T) {
-	f := mirrortest.NewAWS(t)
-	target := newAWSTestTarget(t, f)
-	ctx := context.Background()
-
-	require.NoError(t, target.Put(ctx, "ordered", 3, testContent(3)))
-	f.ResetCalls()
-	require.NoError(t, target.Put(ctx, "ordered", 2, testContent(2)), "an older version is not an error")
-	s, _ := f.Secret("nebula/ordered")
-	assert.Equal(t, string(testContent(3)), s.Value, "older version did not overwrite")
-	assert.Equal(t, "3", s.Tags[AWSTagVersion])
-	assert.Equal(t, []string{"DescribeSecret nebula/ordered"}, f.Calls(), "nothing written")
-
-	// The same version is written again: its content may have changed
-	// (a refreshed token), and rewriting the same content is harmless.
-	refreshed := []byte(`{"access_token":"refreshed"}`)
-	require.NoError(t, target.Put(ctx, "ordered", 3, refreshed))
-	s, _ = f.Secret("nebula/ordered")
-	assert.Equal(t, string(refreshed), s.Value)
-
-	require.NoError(t, target.Put(ctx, "ordered", 4, testContent(4)))
-	s, _ = f.Secret("nebula/ordered")
-	assert.Equal(t, string(testContent(4)), s.Value)
-}
-
-func TestAWSConcurrentPutsEndWithLatest(t *testing.T) {
-	f := mirrortest.NewAWS(t)
-	target := newAWSTestTarget(t, f)
-	const n = 12
-	versions := rand.Perm(n)
-	var wg sync.WaitGroup
-	for _, v := range versions {
-		wg.Add(1)
-		go func(v int) {
-			defer wg.Done()
-			assert.NoError(t, target.Put(context.Background(), "busy", v+1, testContent(v+1)))
-		}(v)
-	}
-	wg.Wait()
-	s, _ := f.Secret("nebula/busy")
-	assert.Equal(t, string(testContent(n)), s.Value)
-	assert.Equal(t, fmt.Sprint(n), s.Tags[AWSTagVersion])
-}
-
-func TestAWSTargetDownThenUp(t *testing.T) {
-	f := mirrortest.NewAWS(t)
-	target := newAWSTestTarget(t, f)
-	ctx := context.Background()
-	require.NoError(t, target.Put(ctx, "flaky", 1, testContent(1)))
-
-	f.FailWith(func(string) (int, string) { return 500, "InternalServiceError" })
-	err := target.Put(ctx, "flaky", 2, testContent(2))
-	e := assertMirrorError(t, err, KindUnreachable, true, "upstream failed")
-	assert.Equal(t, 500, e.Status)
-
-	f.FailWith(func(string) (int, string) { return 503, "" })
-	err = target.Put(ctx, "flaky", 2, testContent(2))
-	assertMirrorError(t, err, KindUnreachable, true, "upstream failed")
-
-	f.FailWith(nil)
-	require.NoError(t, target.Put(ctx, "flaky", 2, testContent(2)))
-	s, _ := f.Secret("nebula/flaky")
-	assert.Equal(t, string(testContent(2)), s.Value, "no lost update")
-}
-
-func TestAWSServerClosedThenBack(t *testing.T) {
-	f := mirrortest.NewAWS(t)
-	target := newAWSTestTarget(t, f)
-	ctx := context.Background()
-	require.NoError(t, target.Put(ctx, "flaky", 1, testContent(1)))
-
-	f.Stop()
-	err := target.Put(ctx, "flaky", 2, testContent(2))
-	e := assertMirrorError(t, err, KindUnreachable, true)
-	assert.Equal(t, "connection_failed", e.Code)
-	assert.Contains(t, e.Error(), "connection refused")
-
-	f.Start()
-	require.NoError(t, target.Put(ctx, "flaky", 2, testContent(2)))
-	s, _ := f.Secret("nebula/flaky")
-	assert.Equal(t, string(testContent(2)), s.Value, "no lost update")
-}
-
 func TestAWSTimeoutIsRetryable(t *testing.T) {
 	f := mirrortest.NewAWS(t)
 	target := newAWSTestTarget(t, f)
@@ -265,25 +224,6 @@ func TestAWSSDKRetriesWithinOnePut(t *testing.T) {
 	s, _ := f.Secret("nebula/retried")
 	assert.Equal(t, string(testContent(2)), s.Value)
 	assert.Zero(t, failures)
-}
-
-func TestAWSForeignSecretIsNotTouched(t *testing.T) {
-	f := mirrortest.NewAWS(t)
-	target := newAWSTestTarget(t, f)
-	f.AddSecret(mirrortest.AWSSecret{Name: "nebula/theirs", Value: "keep"})
-	f.AddSecret(mirrortest.AWSSecret{Name: "nebula/other", Value: "keep",
-		Tags: map[string]string{AWSTagCredential: "someone-else", AWSTagVersion: "1"}})
-
-	for _, name := range []string{"theirs", "other"} {
-		err := target.Put(context.Background(), name, 9, testContent(9))
-		e := assertMirrorError(t, err, KindForeign, false)
-		assert.Equal(t, "not_managed", e.Code)
-		err = target.Delete(context.Background(), name)
-		assertMirrorError(t, err, KindForeign, false)
-		s, ok := f.Secret("nebula/" + name)
-		require.True(t, ok)
-		assert.Equal(t, "keep", s.Value)
-	}
 }
 
 func TestAWSRecoveryWindowDeleteThenRecreate(t *testing.T) {
@@ -336,30 +276,6 @@ func TestAWSAssumeRole(t *testing.T) {
 	assert.Contains(t, f.LastAuthorization("secretsmanager"), "Credential=ASIAFAKEASSUMED00001/", "Secrets Manager called with the role's key")
 	s, _ := f.Secret("nebula/assumed")
 	assert.Equal(t, string(testContent(2)), s.Value)
-}
-
-func TestAWSInvalidPut(t *testing.T) {
-	f := mirrortest.NewAWS(t)
-	target := newAWSTestTarget(t, f)
-	ctx := context.Background()
-	tests := map[string]struct {
-		version int
-		content []byte
-		code    string
-	}{
-		"not json":         {1, []byte("token=" + testSecret), "invalid_content"},
-		"empty":            {1, nil, "invalid_content"},
-		"negative version": {-1, testContent(1), "invalid_version"},
-		"too large":        {1, []byte(`"` + strings.Repeat("x", awsMaxSecretSize) + `"`), "content_too_large"},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			err := target.Put(ctx, "invalid", tc.version, tc.content)
-			e := assertMirrorError(t, err, KindInvalid, false)
-			assert.Equal(t, tc.code, e.Code)
-		})
-	}
-	assert.Empty(t, f.Calls(), "nothing sent")
 }
 
 func TestNewAWSRejectsInvalidConfig(t *testing.T) {

@@ -2,10 +2,8 @@ package mirror
 
 import (
 	"context"
-	"math/rand/v2"
-	"strconv"
+	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +29,94 @@ func newAzureTestTarget(tb testing.TB, f *mirrortest.Azure, cred azcore.TokenCre
 	require.NoError(tb, err)
 	target.(*azureTarget).pollInterval = time.Millisecond
 	return target
+}
+
+// azureContractFake adapts mirrortest's Azure fake to targetFake; credential
+// name is mirrored as secret nebula-name (the default template; the names
+// the contract uses are valid Key Vault names).
+type azureContractFake struct{ *mirrortest.Azure }
+
+// newAzureContractFake returns an adapter over a new Azure fake.
+func newAzureContractFake(tb testing.TB) azureContractFake {
+	return azureContractFake{mirrortest.NewAzure(tb)}
+}
+
+// Stored returns the value and version tag of secret nebula-name.
+func (f azureContractFake) Stored(name string) (value, version string, ok bool) {
+	v, ok := f.Secret("nebula-" + name)
+	return v.Value, v.Tags[AzureTagVersion], ok
+}
+
+// Lookup returns the GET of secret nebula-name's current version.
+func (f azureContractFake) Lookup(name string) string { return "GET /secrets/nebula-" + name + "/" }
+
+// FailWrites makes every PUT answer status.
+func (f azureContractFake) FailWrites(status int) {
+	f.FailWith(func(method, _ string) int {
+		if method == "PUT" {
+			return status
+		}
+		return 0
+	})
+}
+
+// Throttle makes every request answer 429.
+func (f azureContractFake) Throttle() string {
+	f.FailWith(func(string, string) int { return 429 })
+	return http.StatusText(429)
+}
+
+// Heal restores normal answers.
+func (f azureContractFake) Heal() { f.FailWith(nil) }
+
+// PlantForeign adds secret nebula-name, tagged for owner unless empty.
+func (f azureContractFake) PlantForeign(name, owner, value string) {
+	s := mirrortest.AzureSecret{Name: "nebula-" + name, Value: value}
+	if owner != "" {
+		s.Tags = map[string]string{AzureTagCredential: owner, AzureTagVersion: "1"}
+	}
+	f.AddSecret(s)
+}
+
+// MaxSecretSize is Key Vault's limit.
+func (f azureContractFake) MaxSecretSize() int { return azureMaxSecretSize }
+
+// TooLongName returns a name over Key Vault's 127 characters.
+func (f azureContractFake) TooLongName() string { return strings.Repeat("n", 130) }
+
+// TestAzureTargetContract runs the contract every target keeps.
+func TestAzureTargetContract(t *testing.T) {
+	runTargetContract(t, func(tb testing.TB, f azureContractFake) Target { return newAzureTestTarget(tb, f.Azure, nil) }, newAzureContractFake)
+}
+
+// A put of the version stored, with the same content and tags, writes no new
+// version, also when others added a tag (the AWS target writes it again).
+func TestAzureSameVersionRetryWritesNothing(t *testing.T) {
+	f := mirrortest.NewAzure(t)
+	target := newAzureTestTarget(t, f, nil)
+	ctx := context.Background()
+	require.NoError(t, target.Put(ctx, "ordered", 3, testContent(3)))
+
+	f.ResetCalls()
+	require.NoError(t, target.Put(ctx, "ordered", 3, testContent(3)), "a retry is idempotent")
+	assert.Equal(t, []string{"GET /secrets/nebula-ordered/"}, f.Calls(), "same version, content and tags: no new version")
+	assert.Equal(t, 1, f.Versions("nebula-ordered"))
+
+	require.True(t, f.SetTag("nebula-ordered", "added-by-policy", "yes"))
+	require.NoError(t, target.Put(ctx, "ordered", 3, testContent(3)))
+	assert.Equal(t, 1, f.Versions("nebula-ordered"), "a tag added by others causes no new version")
+}
+
+// A soft-deleted secret of someone else is not recovered.
+func TestAzureForeignDeletedSecretIsNotRecovered(t *testing.T) {
+	f := mirrortest.NewAzure(t)
+	target := newAzureTestTarget(t, f, nil)
+	f.AddDeletedSecret(mirrortest.AzureSecret{Name: "nebula-gone", Value: "keep"})
+
+	err := target.Put(context.Background(), "gone", 1, testContent(1))
+	assertMirrorError(t, err, KindForeign, false)
+	_, ok := f.DeletedSecret("nebula-gone")
+	assert.True(t, ok, "still soft-deleted")
 }
 
 func TestAzurePutUpdateDelete(t *testing.T) {
@@ -95,104 +181,6 @@ func TestAzureNameMapping(t *testing.T) {
 	assert.Equal(t, string(testContent(2)), v.Value, "distinct credentials do not share a secret")
 }
 
-func TestAzureOrdering(t *testing.T) {
-	f := mirrortest.NewAzure(t)
-	target := newAzureTestTarget(t, f, nil)
-	ctx := context.Background()
-
-	require.NoError(t, target.Put(ctx, "ordered", 3, testContent(3)))
-	f.ResetCalls()
-	require.NoError(t, target.Put(ctx, "ordered", 2, testContent(2)), "an older version is not an error")
-	v, _ := f.Secret("nebula-ordered")
-	assert.Equal(t, string(testContent(3)), v.Value, "older version did not overwrite")
-	assert.Equal(t, []string{"GET /secrets/nebula-ordered/"}, f.Calls(), "nothing written")
-
-	f.ResetCalls()
-	require.NoError(t, target.Put(ctx, "ordered", 3, testContent(3)), "a retry is idempotent")
-	assert.Equal(t, []string{"GET /secrets/nebula-ordered/"}, f.Calls(), "same version, content and tags: no new version")
-	assert.Equal(t, 1, f.Versions("nebula-ordered"))
-
-	require.True(t, f.SetTag("nebula-ordered", "added-by-policy", "yes"))
-	require.NoError(t, target.Put(ctx, "ordered", 3, testContent(3)))
-	assert.Equal(t, 1, f.Versions("nebula-ordered"), "a tag added by others causes no new version")
-
-	refreshed := []byte(`{"access_token":"refreshed"}`)
-	require.NoError(t, target.Put(ctx, "ordered", 3, refreshed))
-	v, _ = f.Secret("nebula-ordered")
-	assert.Equal(t, string(refreshed), v.Value, "same version with new content is written")
-
-	require.NoError(t, target.Put(ctx, "ordered", 4, testContent(4)))
-	v, _ = f.Secret("nebula-ordered")
-	assert.Equal(t, string(testContent(4)), v.Value)
-}
-
-func TestAzureConcurrentPutsEndWithLatest(t *testing.T) {
-	f := mirrortest.NewAzure(t)
-	target := newAzureTestTarget(t, f, nil)
-	const n = 12
-	var wg sync.WaitGroup
-	for _, v := range rand.Perm(n) {
-		wg.Add(1)
-		go func(v int) {
-			defer wg.Done()
-			assert.NoError(t, target.Put(context.Background(), "busy", v+1, testContent(v+1)))
-		}(v)
-	}
-	wg.Wait()
-	v, _ := f.Secret("nebula-busy")
-	assert.Equal(t, string(testContent(n)), v.Value)
-	assert.Equal(t, strconv.Itoa(n), v.Tags[AzureTagVersion])
-}
-
-func TestAzureTargetDownThenUp(t *testing.T) {
-	f := mirrortest.NewAzure(t)
-	target := newAzureTestTarget(t, f, nil)
-	ctx := context.Background()
-	require.NoError(t, target.Put(ctx, "flaky", 1, testContent(1)))
-
-	for _, status := range []int{500, 503} {
-		f.FailWith(func(method, _ string) int {
-			if method == "PUT" {
-				return status
-			}
-			return 0
-		})
-		err := target.Put(ctx, "flaky", 2, testContent(2))
-		e := assertMirrorError(t, err, KindUnreachable, true, "upstream failed")
-		assert.Equal(t, status, e.Status)
-	}
-
-	f.FailWith(nil)
-	require.NoError(t, target.Put(ctx, "flaky", 2, testContent(2)))
-	v, _ := f.Secret("nebula-flaky")
-	assert.Equal(t, string(testContent(2)), v.Value, "no lost update")
-}
-
-func TestAzureThrottlingIsRetryable(t *testing.T) {
-	f := mirrortest.NewAzure(t)
-	target := newAzureTestTarget(t, f, nil)
-	f.FailWith(func(string, string) int { return 429 })
-	err := target.Put(context.Background(), "busy", 1, testContent(1))
-	assertMirrorError(t, err, KindThrottled, true, "upstream failed")
-}
-
-func TestAzureServerClosedThenBack(t *testing.T) {
-	f := mirrortest.NewAzure(t)
-	target := newAzureTestTarget(t, f, nil)
-	ctx := context.Background()
-	require.NoError(t, target.Put(ctx, "flaky", 1, testContent(1)))
-
-	f.Stop()
-	err := target.Put(ctx, "flaky", 2, testContent(2))
-	e := assertMirrorError(t, err, KindUnreachable, true)
-	assert.Equal(t, "connection_failed", e.Code)
-
-	f.Start()
-	require.NoError(t, target.Put(ctx, "flaky", 2, testContent(2)))
-	v, _ := f.Secret("nebula-flaky")
-	assert.Equal(t, string(testContent(2)), v.Value, "no lost update")
-}
-
 func TestAzureRejectedTokenIsPermanentAuthFailure(t *testing.T) {
 	f := mirrortest.NewAzure(t)
 	target := newAzureTestTarget(t, f, mirrortest.NewStaticCredential("wrong-token"))
@@ -211,31 +199,6 @@ func TestAzureForbiddenIsPermanent(t *testing.T) {
 	assert.Equal(t, "Forbidden", e.Code)
 	err = target.Delete(context.Background(), "api-key")
 	assertMirrorError(t, err, KindAuth, false)
-}
-
-func TestAzureForeignSecretIsNotTouched(t *testing.T) {
-	f := mirrortest.NewAzure(t)
-	target := newAzureTestTarget(t, f, nil)
-	f.AddSecret(mirrortest.AzureSecret{Name: "nebula-theirs", Value: "keep"})
-	f.AddSecret(mirrortest.AzureSecret{Name: "nebula-other", Value: "keep",
-		Tags: map[string]string{AzureTagCredential: "someone-else", AzureTagVersion: "1"}})
-	f.AddDeletedSecret(mirrortest.AzureSecret{Name: "nebula-gone", Value: "keep"})
-
-	for _, name := range []string{"theirs", "other"} {
-		err := target.Put(context.Background(), name, 9, testContent(9))
-		assertMirrorError(t, err, KindForeign, false)
-		err = target.Delete(context.Background(), name)
-		assertMirrorError(t, err, KindForeign, false)
-		v, ok := f.Secret("nebula-" + name)
-		require.True(t, ok)
-		assert.Equal(t, "keep", v.Value)
-	}
-
-	// A soft-deleted secret of someone else is not recovered either.
-	err := target.Put(context.Background(), "gone", 1, testContent(1))
-	assertMirrorError(t, err, KindForeign, false)
-	_, ok := f.DeletedSecret("nebula-gone")
-	assert.True(t, ok, "still soft-deleted")
 }
 
 func TestAzureDeleteThenRecreateRecovers(t *testing.T) {
@@ -300,21 +263,6 @@ func TestAzureClientSecretCredential(t *testing.T) {
 	err = target.Put(context.Background(), "sp", 2, testContent(2))
 	e := assertMirrorError(t, err, KindAuth, false, "AADSTS", "wrong-client-secret")
 	assert.Equal(t, "token_request_failed", e.Code)
-}
-
-func TestAzureInvalidPut(t *testing.T) {
-	f := mirrortest.NewAzure(t)
-	target := newAzureTestTarget(t, f, nil)
-	ctx := context.Background()
-	err := target.Put(ctx, "big", 1, []byte(`"`+strings.Repeat("x", azureMaxSecretSize)+`"`))
-	e := assertMirrorError(t, err, KindInvalid, false)
-	assert.Equal(t, "content_too_large", e.Code)
-	err = target.Put(ctx, strings.Repeat("n", 130), 1, testContent(1))
-	e = assertMirrorError(t, err, KindInvalid, false)
-	assert.Equal(t, "invalid_name", e.Code)
-	err = target.Put(ctx, "plain", 1, []byte(testSecret))
-	assertMirrorError(t, err, KindInvalid, false)
-	assert.Empty(t, f.Calls(), "nothing sent")
 }
 
 func TestNewAzureRejectsInvalidConfig(t *testing.T) {

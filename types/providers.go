@@ -77,6 +77,17 @@ var BuiltinProviders = map[string]Provider{
 		AuthStyle:     "body",
 		BuiltIn:       true,
 	},
+	// GoogleServiceAccount credentials (grant_type jwt_bearer) take the rest
+	// from their service_account_json: issuer, private_key, key_id, and the
+	// token URL (the key file's token_uri). Scopes go in the assertion's
+	// scope claim, as Google's server-to-server flow wants.
+	GoogleServiceAccount: {
+		Name:          GoogleServiceAccount,
+		TokenURL:      GoogleTokenURL,
+		RevocationURL: "https://oauth2.googleapis.com/revoke",
+		AuthStyle:     "body",
+		BuiltIn:       true,
+	},
 	"github": {
 		Name:      "github",
 		AuthURL:   "https://github.com/login/oauth/authorize",

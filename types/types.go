@@ -61,6 +61,9 @@ type Field struct {
 	MaxLength int
 	// URL fields must hold an absolute http(s) URL.
 	URL bool
+	// Multiline fields may hold line breaks (PEM keys, JSON key files);
+	// they are secret and never rendered into a header.
+	Multiline bool
 }
 
 func (f Field) maxLength() int {
@@ -228,7 +231,7 @@ func (f Field) checkString(s string) error {
 	if len(s) > f.maxLength() {
 		return fmt.Errorf("field %q is %d bytes long; at most %d are allowed", f.Name, len(s), f.maxLength())
 	}
-	if strings.ContainsAny(s, "\x00\r\n") {
+	if strings.Contains(s, "\x00") || !f.Multiline && strings.ContainsAny(s, "\r\n") {
 		return fmt.Errorf("field %q must not contain NUL or line breaks", f.Name)
 	}
 	if len(f.Allowed) > 0 && !slices.Contains(f.Allowed, s) {

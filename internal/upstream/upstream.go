@@ -72,7 +72,7 @@ func CheckURL(policy HostPolicy, raw string) error {
 
 // Request describes a token request.
 type Request struct {
-	Grant        string // "client_credentials" or "refresh_token"
+	Grant        string // "client_credentials", "refresh_token" or "jwt_bearer"
 	ClientID     string
 	ClientSecret string
 	TokenURL     string
@@ -85,6 +85,16 @@ type Request struct {
 	RefreshToken string
 	// Params are extra token request parameters (client_credentials).
 	Params url.Values
+	// ClientKey, when set, authenticates the client with a JWT it signs
+	// afresh for every request (private_key_jwt, RFC 7523 section 2.2)
+	// instead of ClientSecret and AuthStyle.
+	ClientKey *SigningKey
+	// AssertionAudience is the aud of client assertions; empty means the
+	// URL of the endpoint called.
+	AssertionAudience string
+	// Bearer is the assertion of the jwt_bearer grant (RFC 7523 section
+	// 2.1), signed afresh for every request.
+	Bearer *BearerAssertion
 }
 
 // Error is a failed token request.
@@ -157,23 +167,46 @@ func (c *Client) tokenOnce(ctx context.Context, r Request) (*oauth2.Token, error
 		tok *oauth2.Token
 		err error
 	)
+	now := time.Now()
+	params := url.Values{}
+	for k, v := range r.Params {
+		params[k] = v
+	}
+	style, secret := endpointAuthStyle(r.AuthStyle), r.ClientSecret
+	if r.ClientKey != nil {
+		// No hook of x/oauth2 takes an assertion: it goes as parameters,
+		// and x/oauth2 sends no client_secret when the secret is empty
+		// (AuthStyleInParams), only client_id.
+		if err := clientAssertion(params, r.ClientKey, r.ClientID, firstNonEmpty(r.AssertionAudience, r.TokenURL), now); err != nil {
+			return nil, err
+		}
+		style, secret = oauth2.AuthStyleInParams, ""
+	}
+	if r.ClientID == "" && secret == "" {
+		style = oauth2.AuthStyleInParams // no client authentication at all
+	}
 	switch r.Grant {
 	case "client_credentials":
-		params := url.Values{}
-		for k, v := range r.Params {
-			params[k] = v
-		}
 		if r.Audience != "" {
 			params.Set("audience", r.Audience)
 		}
 		cc := clientcredentials.Config{
-			ClientID: r.ClientID, ClientSecret: r.ClientSecret, TokenURL: r.TokenURL,
-			Scopes: r.Scopes, EndpointParams: params, AuthStyle: endpointAuthStyle(r.AuthStyle),
+			ClientID: r.ClientID, ClientSecret: secret, TokenURL: r.TokenURL,
+			Scopes: r.Scopes, EndpointParams: params, AuthStyle: style,
 		}
 		tok, err = cc.Token(ctx)
 	case "refresh_token":
 		if r.RefreshToken == "" {
 			return nil, &Error{Reason: "no refresh token", Permanent: true}
+		}
+		if r.ClientKey != nil {
+			// x/oauth2's refresh takes no extra parameters; its client
+			// credentials source lets grant_type be replaced.
+			params.Set("grant_type", "refresh_token")
+			params.Set("refresh_token", r.RefreshToken)
+			cc := clientcredentials.Config{ClientID: r.ClientID, TokenURL: r.TokenURL, EndpointParams: params, AuthStyle: style}
+			tok, err = cc.Token(ctx)
+			break
 		}
 		conf := oauth2.Config{
 			ClientID: r.ClientID, ClientSecret: r.ClientSecret, Scopes: r.Scopes,
@@ -181,6 +214,26 @@ func (c *Client) tokenOnce(ctx context.Context, r Request) (*oauth2.Token, error
 		}
 		// An expired token makes the source refresh at once.
 		tok, err = conf.TokenSource(ctx, &oauth2.Token{RefreshToken: r.RefreshToken, Expiry: time.Unix(1, 0)}).Token()
+	case "jwt_bearer":
+		if r.Bearer == nil || r.Bearer.Key == nil {
+			return nil, &Error{Reason: "no assertion key", Permanent: true}
+		}
+		claims := Claims{Issuer: r.Bearer.Issuer, Subject: firstNonEmpty(r.Bearer.Subject, r.Bearer.Issuer), Audience: firstNonEmpty(r.Bearer.Audience, r.TokenURL)}
+		scopes := r.Scopes
+		if r.Bearer.ScopeClaim {
+			claims.Scope, scopes = strings.Join(r.Scopes, " "), nil
+		}
+		assertion, err := r.Bearer.Key.Sign(claims, now)
+		if err != nil {
+			return nil, &Error{Reason: "assertion: " + err.Error(), Permanent: true}
+		}
+		params.Set("grant_type", JWTBearerGrant)
+		params.Set("assertion", assertion)
+		cc := clientcredentials.Config{ClientID: r.ClientID, ClientSecret: secret, TokenURL: r.TokenURL, Scopes: scopes, EndpointParams: params, AuthStyle: style}
+		tok, err = cc.Token(ctx)
+		if err != nil {
+			return nil, classify(err)
+		}
 	default:
 		return nil, &Error{Reason: fmt.Sprintf("grant %q cannot be requested without a user", r.Grant), Permanent: true}
 	}
@@ -191,6 +244,15 @@ func (c *Client) tokenOnce(ctx context.Context, r Request) (*oauth2.Token, error
 		return nil, &Error{Reason: "token endpoint answered without an access token", Permanent: true}
 	}
 	return tok, nil
+}
+
+func firstNonEmpty(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }
 
 // classify turns an oauth2 or transport error into an *Error without any
@@ -251,7 +313,12 @@ func redact(raw string) string {
 // client authentication of r. hint is "access_token" or "refresh_token".
 func (c *Client) Revoke(ctx context.Context, r Request, revocationURL, token, hint string) error {
 	form := url.Values{"token": {token}, "token_type_hint": {hint}}
-	if r.AuthStyle == "body" {
+	if r.ClientKey != nil {
+		form.Set("client_id", r.ClientID)
+		if err := clientAssertion(form, r.ClientKey, r.ClientID, firstNonEmpty(r.AssertionAudience, revocationURL), time.Now()); err != nil {
+			return err
+		}
+	} else if r.AuthStyle == "body" {
 		form.Set("client_id", r.ClientID)
 		if r.ClientSecret != "" {
 			form.Set("client_secret", r.ClientSecret)
@@ -262,7 +329,7 @@ func (c *Client) Revoke(ctx context.Context, r Request, revocationURL, token, hi
 		return &Error{Reason: "invalid revocation URL", Permanent: true}
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if r.AuthStyle != "body" {
+	if r.ClientKey == nil && r.AuthStyle != "body" {
 		req.SetBasicAuth(url.QueryEscape(r.ClientID), url.QueryEscape(r.ClientSecret))
 	}
 	resp, err := c.http.Do(req)

@@ -33,10 +33,11 @@ const (
 	haRefreshAhead  = 35 * time.Second
 	// haMinRefreshGap is the least time between two refreshes of one
 	// credential: a token is not due before lifetime - refresh_ahead (10s)
-	// after it was issued; expires_in is whole seconds and the audit
-	// event is recorded after the request, hence the slack. Two nodes
-	// refreshing the same expiry would show as a smaller gap.
-	haMinRefreshGap = haTokenLifetime - haRefreshAhead - 3*time.Second
+	// after it was issued, less the background refresh's jitter (below
+	// min(lifetime/10, refresh_ahead) = 4.5s); expires_in is whole seconds
+	// and the audit event is recorded after the request, hence the slack.
+	// Two nodes refreshing the same expiry would show as a smaller gap.
+	haMinRefreshGap = haTokenLifetime - haRefreshAhead - haTokenLifetime/10 - 2*time.Second
 	// haPeriodicWait bounds a wait for the active node's next periodic
 	// run: at most a minute, plus slack.
 	haPeriodicWait = 100 * time.Second

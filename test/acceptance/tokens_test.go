@@ -111,7 +111,7 @@ func TestOAuth2Token(t *testing.T) {
 	v := harness.SharedDev(t)
 	mount := ownMount(t, v, "nebula-tokens")
 	srv := oauthserver.Start(t)
-	cliWrite(t, v, mount+"/config", "insecure_http_hosts=127.0.0.1")
+	cliWrite(t, v, mount+"/config", "insecure_http_hosts=127.0.0.1", "refresh_ahead=1m")
 
 	name := newName("tok-oauth")
 	id, secret := srv.ClientCredentialsClient()
@@ -133,7 +133,7 @@ func TestOAuth2Token(t *testing.T) {
 		"version": "1",
 	})
 	// The server issues hour-long tokens (its expires_in may round down a
-	// second); with the default refresh_ahead (1m) a new token is served a
+	// second); with refresh_ahead 1m (set above) a new token is served a
 	// minute before the hour ends.
 	requireTokenTimes(t, first.Data, time.Hour-time.Minute, time.Hour)
 	wantRequests(t, srv, 1, "after the first read")

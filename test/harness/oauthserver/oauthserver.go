@@ -75,8 +75,9 @@ type Server struct {
 	tokenRequests atomic.Int64
 	revocations   atomic.Int64
 
-	mu      sync.Mutex       // guards byGrant
-	byGrant map[string]int64 // token requests per grant_type
+	mu         sync.Mutex       // guards byGrant and assertions
+	byGrant    map[string]int64 // token requests per grant_type
+	assertions []Assertion
 }
 
 // Option configures a Server.
@@ -154,10 +155,12 @@ func newProvider(issuer string, store *storage) (*op.Provider, error) {
 		return nil, err
 	}
 	cfg := &op.Config{
-		CryptoKey:             key,
-		CodeMethodS256:        true,
-		AuthMethodPost:        true,
-		GrantTypeRefreshToken: true,
+		CryptoKey:      key,
+		CodeMethodS256: true,
+		AuthMethodPost: true,
+		// private_key_jwt clients and JWT bearer issuers (jwt.go).
+		AuthMethodPrivateKeyJWT: true,
+		GrantTypeRefreshToken:   true,
 		DeviceAuthorization: op.DeviceAuthorizationConfig{
 			Lifetime:     5 * time.Minute,
 			PollInterval: time.Second, // the smallest interval RFC 8628 can express
@@ -188,8 +191,9 @@ func (s *Server) intercept(next http.Handler) http.Handler {
 		switch r.URL.Path {
 		case revocationPath:
 			s.revocations.Add(1)
+			r = s.recordAssertions(r, readForm(w, r), "revocation")
 		case tokenPath:
-			s.countTokenRequest(w, r)
+			r = s.recordAssertions(r, s.countTokenRequest(w, r), "token")
 			if s.failing.Load() {
 				w.Header().Set("Content-Type", "application/json")
 				w.WriteHeader(http.StatusServiceUnavailable)
@@ -202,18 +206,29 @@ func (s *Server) intercept(next http.Handler) http.Handler {
 }
 
 // countTokenRequest counts r by grant_type, leaving r's body readable for
-// the token endpoint.
-func (s *Server) countTokenRequest(w http.ResponseWriter, r *http.Request) {
+// the token endpoint, and returns its form.
+func (s *Server) countTokenRequest(w http.ResponseWriter, r *http.Request) url.Values {
 	s.tokenRequests.Add(1)
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
-	r.Body = io.NopCloser(bytes.NewReader(body))
+	form := readForm(w, r)
 	grant := r.URL.Query().Get("grant_type")
-	if form, perr := url.ParseQuery(string(body)); err == nil && perr == nil && form.Has("grant_type") {
+	if form.Has("grant_type") {
 		grant = form.Get("grant_type")
 	}
 	s.mu.Lock()
 	s.byGrant[grant]++
 	s.mu.Unlock()
+	return form
+}
+
+// readForm parses r's form body, leaving the body readable.
+func readForm(w http.ResponseWriter, r *http.Request) url.Values {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	form, perr := url.ParseQuery(string(body))
+	if err != nil || perr != nil {
+		return url.Values{}
+	}
+	return form
 }
 
 // AuthURL is the authorization endpoint.

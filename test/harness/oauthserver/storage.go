@@ -37,6 +37,7 @@ type storage struct {
 	refreshTTL time.Duration
 	rotate     bool // refresh grant answers a new refresh token
 	key        signingKey
+	jwtKeys    *jwtKeyPair // private_key_jwt client and JWT bearer issuer
 
 	mu            sync.Mutex // guards every field below and the values they point to
 	clients       map[string]*client
@@ -60,6 +61,10 @@ func newStorage(cfg config) (*storage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate signing key: %w", err)
 	}
+	jwtKeys, err := jwtKeys()
+	if err != nil {
+		return nil, fmt.Errorf("generate assertion keys: %w", err)
+	}
 	redirects, globs := cfg.redirectURIs, []string(nil)
 	if len(redirects) == 0 {
 		globs = []string{"http://127.0.0.1/**", "http://127.0.0.1:*/**", "http://localhost/**", "http://localhost:*/**"}
@@ -74,12 +79,16 @@ func newStorage(cfg config) (*storage, error) {
 			authMethod: oidc.AuthMethodNone, grantTypes: codeGrants, redirectURIs: redirects, redirectGlobs: globs},
 		{id: DeviceClientID, secret: randomString(), appType: op.ApplicationTypeWeb,
 			authMethod: oidc.AuthMethodBasic, grantTypes: []oidc.GrantType{oidc.GrantTypeDeviceCode, oidc.GrantTypeRefreshToken}},
+		{id: PrivateKeyJWTClientID, appType: op.ApplicationTypeWeb, authMethod: oidc.AuthMethodPrivateKeyJWT,
+			grantTypes:   []oidc.GrantType{oidc.GrantTypeClientCredentials, oidc.GrantTypeCode, oidc.GrantTypeRefreshToken},
+			redirectURIs: redirects, redirectGlobs: globs},
 	}
 	s := &storage{
 		accessTTL:     cfg.accessTokenLifetime,
 		refreshTTL:    cfg.refreshTokenLifetime,
 		rotate:        cfg.rotateRefreshTokens,
 		key:           signingKey{id: "key-1", key: key},
+		jwtKeys:       jwtKeys,
 		clients:       make(map[string]*client),
 		authRequests:  make(map[string]*authRequest),
 		codes:         make(map[string]string),
@@ -135,10 +144,20 @@ func (s *storage) AuthorizeClientIDSecret(ctx context.Context, clientID, clientS
 	return err
 }
 
-func (s *storage) ClientCredentials(_ context.Context, clientID, clientSecret string) (op.Client, error) {
+func (s *storage) ClientCredentials(ctx context.Context, clientID, clientSecret string) (op.Client, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if asserted, _ := ctx.Value(assertedClientKey{}).(string); asserted != "" && asserted == clientID && clientSecret == "" {
+		// A client_assertion the interceptor verified (recordAssertions).
+		if c, ok := s.clients[clientID]; ok && c.authMethod == oidc.AuthMethodPrivateKeyJWT {
+			cp := *c
+			return &cp, nil
+		}
+	}
 	c, ok := s.clients[clientID]
+	if ok && c.authMethod == oidc.AuthMethodPrivateKeyJWT {
+		return nil, errors.New("this client authenticates with private_key_jwt only")
+	}
 	if !ok || c.authMethod == oidc.AuthMethodNone ||
 		subtle.ConstantTimeCompare([]byte(c.secret), []byte(clientSecret)) != 1 {
 		return nil, errors.New("unknown client or wrong secret")
@@ -384,12 +403,6 @@ func (s *storage) SignatureAlgorithms(context.Context) ([]jose.SignatureAlgorith
 
 func (s *storage) KeySet(context.Context) ([]op.Key, error) {
 	return []op.Key{&publicKey{s.key}}, nil
-}
-
-// GetKeyByIDAndClientID would verify private_key_jwt client assertions and
-// JWT profile grants, which no client here uses.
-func (s *storage) GetKeyByIDAndClientID(context.Context, string, string) (*jose.JSONWebKey, error) {
-	return nil, errors.New("no client uses JWT assertions")
 }
 
 func (s *storage) ValidateJWTProfileScopes(_ context.Context, _ string, scopes []string) ([]string, error) {
