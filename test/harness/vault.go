@@ -108,7 +108,7 @@ func WithFileAudit(file string) Option { return func(o *options) { o.auditFile =
 
 // WithListenerLimits raises (or lowers) OpenBao's listener limits on
 // request bodies: max_request_json_strings (default 1000 strings) and
-// max_request_json_memory (default 33,030,144 bytes); 0 keeps a default.
+// max_request_json_memory (default 34,078,720 bytes); 0 keeps a default.
 // OpenBao refuses a request over them before it reaches the plugin. Vault
 // has no such settings; there the option does nothing. The limits are
 // listener settings, so they need a server with a configuration file
