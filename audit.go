@@ -253,6 +253,12 @@ func (b *backend) audit(ctx context.Context, req *logical.Request, ev auditEvent
 	if err != nil || !cfg.AuditEnabled {
 		return
 	}
+	if !ev.Success && strings.Contains(ev.Error, logical.ErrReadOnly.Error()) {
+		// A write on a standby: the host forwards the request to the
+		// active node, which records its event; this one could never be
+		// stored here.
+		return
+	}
 	ev.Time = b.now().UTC()
 	if callerCtx != nil {
 		ev.ExecutionID, ev.WorkflowID, ev.UserID = callerCtx.ExecutionID, callerCtx.WorkflowID, callerCtx.UserID

@@ -180,6 +180,12 @@ type vaultBackend struct{ *backend }
 
 // HandleRequest implements logical.Backend.
 func (v *vaultBackend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	if forwardWrite(req) && !v.writable() {
+		// A standby serving reads (OpenBao) sees a stale copy of storage:
+		// a write handler must not decide on it (not_found, idempotency,
+		// version checks), so every write goes to the active node at once.
+		return nil, logical.ErrReadOnly
+	}
 	resp, err := v.backend.HandleRequest(ctx, req)
 	if isReadOnly(err) || err == nil && resp != nil && resp.IsError() && isReadOnly(resp.Error()) {
 		// A standby (Vault performance standby, OpenBao standby reads)
@@ -192,6 +198,18 @@ func (v *vaultBackend) HandleRequest(ctx context.Context, req *logical.Request) 
 		return codedResponse(ce), nil
 	}
 	return resp, err
+}
+
+// forwardWrite reports whether req is a write that a node which cannot
+// write storage forwards without running it: creates, updates, patches and
+// deletes, except token/<name> (a read with a caller context; its handler
+// follows standby_token_reads).
+func forwardWrite(req *logical.Request) bool {
+	switch req.Operation {
+	case logical.CreateOperation, logical.UpdateOperation, logical.PatchOperation, logical.DeleteOperation:
+		return !strings.HasPrefix(req.Path, "token/")
+	}
+	return false
 }
 
 // isReadOnly reports whether err says that storage is read-only: it is

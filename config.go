@@ -58,6 +58,32 @@ type Config struct {
 	// RefreshConcurrency is the number of workers that refresh due tokens
 	// (background refresh-ahead and refresh) at once.
 	RefreshConcurrency int `json:"refresh_concurrency"`
+	// StandbyTokenReads is what a node that cannot write storage (OpenBao
+	// standby serving reads, Vault performance standby) does with a token
+	// read: StandbyTokenReadsForward (default; "" in configs stored before
+	// the field existed) or StandbyTokenReadsLocal.
+	StandbyTokenReads string `json:"standby_token_reads,omitempty"`
+}
+
+// Values of standby_token_reads.
+const (
+	// StandbyTokenReadsForward answers token reads on a standby with
+	// logical.ErrReadOnly, so the host forwards them to the active node,
+	// which serves them and records them in the engine's audit trail.
+	StandbyTokenReadsForward = "forward"
+	// StandbyTokenReadsLocal serves token reads on a standby from its
+	// cache or storage (a token that needs a refresh is still forwarded).
+	// The engine's audit trail does not get those reads: a standby cannot
+	// store events. The host's audit device logs them.
+	StandbyTokenReadsLocal = "local"
+)
+
+// standbyTokenReads is StandbyTokenReads with the default applied.
+func (c *Config) standbyTokenReads() string {
+	if c.StandbyTokenReads == "" {
+		return StandbyTokenReadsForward
+	}
+	return c.StandbyTokenReads
 }
 
 // Limits of configuration values.
@@ -89,6 +115,7 @@ func DefaultConfig() *Config {
 
 		UpstreamConcurrencyPerHost: 8,
 		RefreshConcurrency:         defaultRefreshConcurrency,
+		StandbyTokenReads:          StandbyTokenReadsForward,
 	}
 }
 
@@ -119,6 +146,9 @@ func (c *Config) validate() error {
 	}
 	if c.RefreshConcurrency < 1 || c.RefreshConcurrency > maxRefreshConcurrency {
 		errs = append(errs, fmt.Errorf("field %q must be between 1 and %d", "refresh_concurrency", maxRefreshConcurrency))
+	}
+	if v := c.standbyTokenReads(); v != StandbyTokenReadsForward && v != StandbyTokenReadsLocal {
+		errs = append(errs, fmt.Errorf("field %q must be %s or %s", "standby_token_reads", StandbyTokenReadsForward, StandbyTokenReadsLocal))
 	}
 	errs = append(errs, validateHosts("allowed_hosts", c.AllowedHosts, false))
 	errs = append(errs, validateHosts("insecure_http_hosts", c.InsecureHTTPHosts, true))

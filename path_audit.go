@@ -83,12 +83,17 @@ func parseAuditFilter(d *framework.FieldData, maxLimit int) (auditFilter, error)
 	return f, nil
 }
 
-// auditQuery flushes buffered events, then runs the query.
+// auditQuery flushes buffered events, then runs the query. A node that
+// cannot write (an OpenBao standby serving reads) answers
+// logical.ErrReadOnly, so the host forwards the query to the active node:
+// only that node can flush the events it buffers, and a standby's copy of
+// storage may lag behind.
 func (b *backend) auditQuery(ctx context.Context, req *logical.Request, f auditFilter) ([]auditEvent, string, error) {
-	if b.writable() {
-		if err := b.auditLog.flush(ctx, req.Storage); err != nil {
-			return nil, "", err
-		}
+	if !b.writable() {
+		return nil, "", logical.ErrReadOnly
+	}
+	if err := b.auditLog.flush(ctx, req.Storage); err != nil {
+		return nil, "", err
 	}
 	return queryAudit(ctx, req.Storage, f)
 }

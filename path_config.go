@@ -34,6 +34,7 @@ func pathConfig(b *backend) *framework.Path {
 			// Background refresh at scale.
 			"upstream_concurrency_per_host": {Type: framework.TypeInt, Description: "Most requests in flight to one upstream host (host:port) at once, from token reads, refreshes, rotations, webhooks, flows and mirrors together (1 to 1024).", Default: 8},
 			"refresh_concurrency":           {Type: framework.TypeInt, Description: "Number of workers refreshing due tokens at once, in background refresh-ahead and refresh (1 to 256).", Default: 16},
+			"standby_token_reads":           {Type: framework.TypeString, Description: "Token reads on a node that cannot write storage (OpenBao standby, Vault performance standby): forward (default; the active node serves and audits them) or local (served on the standby; the engine's audit trail does not get them, the host's audit device does).", Default: StandbyTokenReadsForward, AllowedValues: []any{StandbyTokenReadsForward, StandbyTokenReadsLocal}},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation:   &framework.PathOperation{Callback: b.pathConfigRead, Responses: configResponses},
@@ -85,6 +86,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if v, ok := d.GetOk("audit_sync"); ok {
 		c.AuditSync = v.(bool)
 	}
+	if v, ok := d.GetOk("standby_token_reads"); ok {
+		c.StandbyTokenReads = v.(string)
+	}
 	for name, dst := range map[string]*time.Duration{
 		"cache_ttl":              &c.CacheTTL,
 		"refresh_ahead":          &c.RefreshAhead,
@@ -128,6 +132,7 @@ func (c *Config) responseData() map[string]any {
 
 		"upstream_concurrency_per_host": c.UpstreamConcurrencyPerHost,
 		"refresh_concurrency":           c.RefreshConcurrency,
+		"standby_token_reads":           c.standbyTokenReads(),
 	}
 }
 

@@ -107,6 +107,20 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	if err != nil {
 		return nil, err
 	}
+	cfg, err := b.getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	// On a node that cannot write storage (an OpenBao standby serving
+	// reads, a Vault performance standby) the read's audit event could
+	// never be stored. standby_token_reads=forward (the default) sends the
+	// read to the active node, which serves and audits it; local serves it
+	// here without an engine audit event (the host's audit device still
+	// logs the request).
+	local := !b.writable()
+	if local && cfg.standbyTokenReads() != StandbyTokenReadsLocal {
+		return nil, logical.ErrReadOnly
+	}
 	var t *servedToken
 	switch version := d.Get("version").(string); version {
 	case "", "current":
@@ -122,13 +136,17 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	}
 	if err != nil {
 		b.stats.observeReadFailure(err)
-		b.audit(ctx, req, auditOutcome(ev, err), &caller)
+		if !local {
+			b.audit(ctx, req, auditOutcome(ev, err), &caller)
+		}
 		return nil, err
 	}
 	now := b.now()
 	b.stats.observeRead(name, now)
 	ev.Version = t.Version
-	b.audit(ctx, req, auditOutcome(ev, nil), &caller)
+	if !local {
+		b.audit(ctx, req, auditOutcome(ev, nil), &caller)
+	}
 	return &logical.Response{Data: t.responseData(now)}, nil
 }
 

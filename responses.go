@@ -72,6 +72,7 @@ var configResponses = respOK("The engine's configuration.", map[string]*framewor
 	"upstream_concurrency_per_host": sometimes(framework.TypeInt, "Most concurrent requests to one upstream host."),
 	"notify_url":                    always(framework.TypeString, "Where notification events are POSTed; empty when off."),
 	"notify_secret_set":             always(framework.TypeBool, "Whether a notify_secret is stored (it is never returned)."),
+	"standby_token_reads":           always(framework.TypeString, "What a node that cannot write storage does with token reads: forward or local."),
 })
 
 // typesListResponses answers types/ lists.

@@ -170,12 +170,13 @@ template {
 	})
 }
 
-// agentEnv is the caller's environment without VAULT_* variables, with HOME
-// set to dir so the agent touches nothing of the user's.
+// agentEnv is the caller's environment without VAULT_* and BAO_* variables,
+// with HOME set to dir so the agent (`vault agent` or `bao agent`) touches
+// nothing of the user's.
 func agentEnv(dir string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "VAULT_") || strings.HasPrefix(kv, "HOME=") {
+		if strings.HasPrefix(kv, "VAULT_") || strings.HasPrefix(kv, "BAO_") || strings.HasPrefix(kv, "HOME=") {
 			continue
 		}
 		env = append(env, kv)

@@ -2,6 +2,7 @@ package acceptance
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/csv"
@@ -16,23 +17,23 @@ import (
 	"github.com/nebula-credential/nebula-credential/test/harness"
 )
 
-// TestAuditTrail: with a Vault file audit device enabled, token reads of an
-// api_key credential (by `vault read` and by an HTTP token write with a
-// caller context) show in the engine's audit trail (audit, audit/export
-// as CSV) and in Vault's audit log by request path; the secret value shows
-// in clear in neither. health and metrics answer. The test has a server of
-// its own: an audit device would log every other test's requests too.
+// TestAuditTrail: with a file audit device (enabled through the API on
+// Vault, declared in the server configuration on OpenBao:
+// harness.WithFileAudit), token reads of an api_key credential (by `vault
+// read` and by an HTTP token write with a caller context) show in the
+// engine's audit trail (audit, audit/export as CSV) and in the host's audit
+// log by request path; the secret value shows in clear in neither. health
+// and metrics answer. The test has a server of its own: an audit device
+// would log every other test's requests too.
 func TestAuditTrail(t *testing.T) {
-	v := harness.StartDev(t)
 	auditLog := filepath.Join(t.TempDir(), "audit.log")
-	if _, err := v.CLI(t, "audit", "enable", "file", "file_path="+auditLog); err != nil {
-		t.Fatalf("enabling the file audit device: %v", err)
+	v := harness.StartDev(t, harness.WithFileAudit(auditLog))
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	audits, err := v.Client().Sys().ListAuditWithContext(ctx)
+	cancel()
+	if err != nil || audits["file/"] == nil || audits["file/"].Type != "file" {
+		t.Fatalf("audit devices %v (%v); want a file device at file/", audits, err)
 	}
-	t.Cleanup(func() {
-		if _, err := v.CLI(t, "audit", "disable", "file/"); err != nil {
-			t.Errorf("disabling the file audit device: %v", err)
-		}
-	})
 
 	secret := "audit-SECRET-" + randomHex(t, 12)
 	name := newName("audit-key")

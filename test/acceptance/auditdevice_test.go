@@ -20,16 +20,10 @@ import (
 // engine's trail records the same request's id, so the two trails can be
 // joined.
 func TestAuditDeviceTuning(t *testing.T) {
-	v := harness.StartDev(t)
+	// The file audit device: enabled through the API on Vault, declared in
+	// the server configuration on OpenBao (harness.WithFileAudit).
 	auditLog := filepath.Join(t.TempDir(), "audit.log")
-	if _, err := v.CLI(t, "audit", "enable", "file", "file_path="+auditLog); err != nil {
-		t.Fatalf("enabling the file audit device: %v", err)
-	}
-	t.Cleanup(func() {
-		if _, err := v.CLI(t, "audit", "disable", "file/"); err != nil {
-			t.Errorf("disabling the file audit device: %v", err)
-		}
-	})
+	v := harness.StartDev(t, harness.WithFileAudit(auditLog))
 	if _, err := v.CLI(t, "secrets", "tune",
 		"-audit-non-hmac-response-keys=expires_at",
 		"-audit-non-hmac-response-keys=token_type",

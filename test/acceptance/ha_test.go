@@ -92,6 +92,7 @@ func TestHACluster(t *testing.T) {
 	for i := 0; i < c.Len(); i++ {
 		name, secret := newName("ha-key"), fmt.Sprintf("ha-SECRET-%d", i)
 		created := mustWrite(t, haAPI(c.Node(i)), mount+"/creds/"+name, map[string]any{"type": "api_key", "api_key": secret})
+		c.Sync(t) // OpenBao standbys serve reads from their own copy: eventually consistent
 		read := mustRead(t, haAPI(c.Node((i+1)%c.Len())), mount+"/creds/"+name)
 		requireFields(t, read.Data, map[string]string{"id": field(created.Data, "id"), "type": "api_key", "version": "1"})
 		requireNoSecrets(t, "creds read through another node", read.Raw, []string{secret})
@@ -128,6 +129,7 @@ func TestHACluster(t *testing.T) {
 		rotations := haEvents(t, other, mount, gen, "rotate")
 		return len(refreshes) > 0 && len(rotations) > 0, fmt.Sprintf("%d refreshes, %d rotations", len(refreshes), len(rotations))
 	})
+	c.Sync(t)
 	genBefore := mustRead(t, haAPI(standby), mount+"/creds/"+gen)
 	genTokenBefore := field(mustRead(t, haAPI(standby), mount+"/token/"+gen).Data, "access_token")
 	versionBefore, _ := strconv.Atoi(field(genBefore.Data, "version"))
@@ -137,10 +139,11 @@ func TestHACluster(t *testing.T) {
 
 	// What must survive: the credentials and the audit trail (the query
 	// flushes the active node's buffer).
+	c.Sync(t)
 	credsBefore := haList(t, standby, mount)
 	eventsBefore := haEvents(t, standby, mount, "", "")
 	requestsAtStop, refreshesBeforeStop := haRefreshAccount(t, srv, standby, mount, oauth)
-	requireFields(t, mustRead(t, haAPI(other), mount+"/metrics/"+oauth).Data,
+	requireFields(t, mustRead(t, haAPI(haMetricsNode(c, other)), mount+"/metrics/"+oauth).Data,
 		map[string]string{"refresh_count": strconv.FormatInt(requestsAtStop, 10)})
 	// Two events only in the active node's audit buffer: one older than
 	// the flush period (the engine's flusher writes it), one written just
@@ -198,7 +201,7 @@ func TestHACluster(t *testing.T) {
 		}
 		// refresh_count of the new active node: its requests since it
 		// started, which is since the stop.
-		requireFields(t, mustRead(t, haAPI(standby), mount+"/metrics/"+oauth).Data,
+		requireFields(t, mustRead(t, haAPI(haMetricsNode(c, standby)), mount+"/metrics/"+oauth).Data,
 			map[string]string{"refresh_count": strconv.FormatInt(requests-requestsAtStop, 10)})
 		// The token current at the stop was issued by the last refresh
 		// before it; it had expired when the new active node refreshed.
@@ -244,6 +247,7 @@ func TestHACluster(t *testing.T) {
 	t.Run("nothing written before the failover is lost", func(t *testing.T) {
 		want := append(slices.Clone(credsBefore), flushed, late)
 		slices.Sort(want)
+		c.Sync(t)
 		for i := 0; i < c.Len(); i++ {
 			if got := haList(t, c.Node(i), mount); !slices.Equal(got, want) {
 				t.Errorf("node %d lists %v; want %v", i, got, want)
@@ -263,12 +267,39 @@ func TestHACluster(t *testing.T) {
 			}
 		}
 		for name, how := range buffered {
+			if name == late && c.Host == harness.HostOpenBao {
+				continue // see the subtest below
+			}
 			if n := len(haEvents(t, other, mount, name, "create")); n != 1 {
 				t.Errorf("%d create events of %s, left to the %s; want 1", n, name, how)
 			}
 		}
+		t.Run("final flush in Clean", func(t *testing.T) {
+			if c.Host == harness.HostOpenBao {
+				// OpenBao's active node, stopped, hands raft leadership
+				// over (RaftLock.Unlock: LeadershipTransfer) before it
+				// unloads its mounts, so the plugin's Clean finds storage
+				// that no longer takes writes: events of the last flush
+				// period are lost, as in a crash (audit_sync avoids it).
+				t.Skip("impossible on OpenBao: a stopping active node unloads its mounts after giving up raft leadership")
+			}
+			if n := len(haEvents(t, other, mount, late, "create")); n != 1 {
+				t.Errorf("%d create events of %s, left to the %s; want 1", n, late, buffered[late])
+			}
+		})
 	})
 	t.Logf("done %s after the start", time.Since(began).Round(time.Second))
+}
+
+// haMetricsNode is the node to read the active node's metrics through:
+// via, a standby, on Vault (it forwards the read); the active node itself
+// on OpenBao, where a standby answers metrics reads with its own in-memory
+// counters (it serves reads locally).
+func haMetricsNode(c *harness.Cluster, via *harness.Vault) *harness.Vault {
+	if c.Host == harness.HostOpenBao {
+		return c.Node(c.Active())
+	}
+	return via
 }
 
 // haAPI is the HTTP API driver of one node, with the root token.
@@ -282,8 +313,10 @@ type haEvent struct {
 	Credential string    `json:"credential"`
 	Version    int       `json:"version"`
 	User       string    `json:"user"`
-	Success    bool      `json:"success"`
-	Error      string    `json:"error"`
+	// ExecutionID is the caller context of token reads.
+	ExecutionID string `json:"execution_id"`
+	Success     bool   `json:"success"`
+	Error       string `json:"error"`
 }
 
 // haEvents queries the audit trail through node v (the active node flushes
@@ -415,20 +448,47 @@ func TestHAPluginUpgrade(t *testing.T) {
 
 	command := c.Plugin.Name + "-" + haUpgradeVersion
 	sha := haBuildPlugin(t, haUpgradeVersion, func(i int) string { return filepath.Join(c.Node(i).Plugin.Dir, command) }, c.Len())
-	for _, args := range [][]string{
-		{"plugin", "register", "-sha256=" + sha, "-version=" + haUpgradeVersion, "-command=" + command, "secret", c.Plugin.Name},
-		{"secrets", "tune", "-plugin-version=" + haUpgradeVersion, mount + "/"},
-		{"plugin", "reload", "-type=secret", "-plugin=" + c.Plugin.Name},
-	} {
-		if out, err := standby.CLI(t, args...); err != nil {
-			t.Fatalf("vault %s: %v", strings.Join(args, " "), err)
+	steps := []struct {
+		node int
+		args []string
+	}{
+		{(first + 1) % 3, []string{"plugin", "register", "-sha256=" + sha, "-version=" + haUpgradeVersion, "-command=" + command, "secret", c.Plugin.Name}},
+		{(first + 1) % 3, []string{"secrets", "tune", "-plugin-version=" + haUpgradeVersion, mount + "/"}},
+		{(first + 1) % 3, []string{"plugin", "reload", "-type=secret", "-plugin=" + c.Plugin.Name}},
+	}
+	if c.Host == harness.HostOpenBao {
+		// `bao plugin reload` has no -type flag and reloads the mounts of
+		// the node it is sent to (a standby serving reads answers it
+		// itself): send it to the active node. Every OpenBao node runs
+		// the plugin, and a standby keeps the mount's old plugin_version
+		// after the tune until it restarts (OpenBao 2.6.2): the standbys
+		// are restarted one at a time below.
+		steps[2] = struct {
+			node int
+			args []string
+		}{first, []string{"plugin", "reload", "-plugin=" + c.Plugin.Name}}
+	}
+	for _, step := range steps {
+		if step.node != first {
+			c.Sync(t)
+		}
+		if out, err := c.Node(step.node).CLI(t, step.args...); err != nil {
+			t.Fatalf("node %d: vault %s: %v", step.node, strings.Join(step.args, " "), err)
 		} else {
-			t.Logf("vault %s: %s", strings.Join(args, " "), strings.TrimSpace(out))
+			t.Logf("node %d: vault %s: %s", step.node, strings.Join(step.args, " "), strings.TrimSpace(out))
+		}
+	}
+
+	if c.Host == harness.HostOpenBao {
+		for _, i := range []int{(first + 1) % 3, (first + 2) % 3} {
+			c.StopNode(t, i)
+			c.StartNode(t, i)
 		}
 	}
 
 	requireRunning := func(when string) {
 		t.Helper()
+		c.Sync(t)
 		for i := 0; i < c.Len(); i++ {
 			if !c.Node(i).Running() {
 				continue

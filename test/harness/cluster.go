@@ -41,10 +41,16 @@ const (
 // plugin binary, as on separate machines: the plugin catalog is replicated,
 // but a node can run the plugin only from its own directory.
 //
-// One node is active; the others are standbys that forward every request to
-// it (Vault OSS has no performance standbys). The plugin runs on the active
-// node only.
+// One node is active; the others are standbys. On Vault they forward every
+// request to it (Vault OSS has no performance standbys) and the plugin runs
+// on the active node only. On OpenBao, whose standbys serve reads unless
+// disable_standby_reads is set (the harness keeps the default), every node
+// runs the plugin on read-only storage: a standby answers what it can
+// locally, and OpenBao forwards a request to the active node when the
+// plugin answers logical.ErrReadOnly.
 type Cluster struct {
+	// Host is the server product (Vault or OpenBao).
+	Host Host
 	// Token is the root token.
 	Token string
 	// Mount is the plugin's mount path without slashes.
@@ -59,13 +65,14 @@ type Cluster struct {
 
 // StartCluster starts an n-node cluster (n >= 1) and stops it when the test
 // ends, printing the end of every node's log if the test failed. It takes
-// 15 to 30 seconds for three nodes.
-func StartCluster(tb testing.TB, n int) *Cluster {
+// 15 to 30 seconds for three nodes. Of the options, WithLogLevel and
+// WithListenerLimits apply (to every node); the others are ignored.
+func StartCluster(tb testing.TB, n int, opts ...Option) *Cluster {
 	tb.Helper()
 	if n < 1 {
 		tb.Fatalf("harness: StartCluster needs at least one node, got %d", n)
 	}
-	c, err := newCluster(tb.TempDir(), n)
+	c, err := newCluster(tb.TempDir(), n, opts)
 	if err != nil {
 		tb.Fatalf("harness: %v", err)
 	}
@@ -85,7 +92,7 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 
 // newCluster prepares the nodes' directories, ports, plugin copies and
 // configuration files.
-func newCluster(dir string, n int) (*Cluster, error) {
+func newCluster(dir string, n int, opts []Option) (*Cluster, error) {
 	bin, err := vaultBinary()
 	if err != nil {
 		return nil, err
@@ -94,7 +101,13 @@ func newCluster(dir string, n int) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Mount: DefaultMount, Plugin: p}
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	nodeOpts := defaultOptions()
+	nodeOpts.logLevel, nodeOpts.maxJSONStrings, nodeOpts.maxJSONMemory = o.logLevel, o.maxJSONStrings, o.maxJSONMemory
+	c := &Cluster{Host: CurrentHost(), Mount: DefaultMount, Plugin: p}
 	for i := 0; i < n; i++ {
 		port, err := freePortPair()
 		if err != nil {
@@ -102,11 +115,12 @@ func newCluster(dir string, n int) (*Cluster, error) {
 		}
 		nodeDir := filepath.Join(dir, fmt.Sprintf("node%d", i))
 		v := &Vault{
+			Host:    c.Host,
 			Addr:    "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 			Mount:   DefaultMount,
 			Plugin:  p,
 			mode:    modeFile,
-			opts:    defaultOptions(),
+			opts:    nodeOpts,
 			bin:     bin,
 			dir:     nodeDir,
 			home:    filepath.Join(nodeDir, "home"),
@@ -381,8 +395,18 @@ func (c *Cluster) ready(ctx context.Context) (int, string) {
 		if !c.mounted() {
 			continue
 		}
-		if _, err := v.Client().Logical().ReadWithContext(ctx, c.Mount+"/config"); err != nil {
+		// A raw read: the api client answers a 404 (a standby serving
+		// reads that has not loaded the new mount yet) as no secret and
+		// no error.
+		resp, err := v.Client().Logical().ReadRawWithContext(ctx, c.Mount+"/config")
+		if resp != nil {
+			resp.Body.Close()
+		}
+		if err != nil {
 			return -1, fmt.Sprintf("node %d: reading %s/config: %v", i, c.Mount, err)
+		}
+		if resp == nil || resp.StatusCode != 200 {
+			return -1, fmt.Sprintf("node %d: reading %s/config: no 200 answer", i, c.Mount)
 		}
 	}
 	return active, ""
@@ -500,4 +524,46 @@ func copyExecutable(from, to string) error {
 		return fmt.Errorf("copying %s: %w", from, err)
 	}
 	return dst.Close()
+}
+
+// syncTimeout bounds Sync.
+const syncTimeout = 30 * time.Second
+
+// Sync waits until every running node has applied the raft log up to the
+// active node's commit index at the time of the call, so a read through any
+// node sees what was written before (through any node). OpenBao standbys
+// serve reads from their own copy of the data, which is eventually
+// consistent: a write forwarded to the active node may not be visible on a
+// standby for a moment. On Vault, whose standbys forward every request, the
+// wait ends at once in practice.
+func (c *Cluster) Sync(tb testing.TB) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	defer cancel()
+	active := c.Active()
+	if active < 0 {
+		tb.Fatalf("harness: Sync: no active node")
+	}
+	leader, err := c.nodes[active].rawClient("").Sys().LeaderWithContext(ctx)
+	if err != nil {
+		tb.Fatalf("harness: Sync: sys/leader of node %d: %v", active, err)
+	}
+	want := leader.RaftCommittedIndex
+	for i, v := range c.nodes {
+		if !v.Running() {
+			continue
+		}
+		var last uint64
+		err := v.poll(ctx, "applying the raft log", func() (bool, error) {
+			l, err := v.rawClient("").Sys().LeaderWithContext(ctx)
+			if err != nil {
+				return false, nil
+			}
+			last = l.RaftAppliedIndex
+			return last >= want, nil
+		})
+		if err != nil {
+			tb.Fatalf("harness: Sync: node %d: %v (applied index %d, want %d)", i, err, last, want)
+		}
+	}
 }

@@ -40,6 +40,7 @@ func TestCluster(t *testing.T) {
 
 	standby := (active + 1) % c.Len()
 	write(t, c.Node(standby), "creds/through-standby", map[string]any{"type": "api_key", "api_key": "cl-SECRET"})
+	c.Sync(t) // OpenBao standbys serve reads from their own, eventually consistent copy
 	for i := 0; i < c.Len(); i++ {
 		read(t, c.Node(i), "creds/through-standby")
 	}

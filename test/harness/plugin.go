@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -50,9 +49,6 @@ var (
 	pluginResult Plugin
 	pluginErr    error
 
-	vaultOnce   sync.Once
-	vaultPath   string
-	vaultErr    error
 	rootOnce    sync.Once
 	rootDir     string
 	rootDirErr  error
@@ -122,44 +118,22 @@ func fileSHA256(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// VaultBinary returns the path of a Vault binary from
-// scripts/install-vault.sh (which honours VAULT_BIN, then `vault` on PATH,
-// then builds and caches Vault), once per process.
+// VaultBinary returns the path of the server binary of the host under
+// test (CurrentHost): Vault from scripts/install-vault.sh (which honours
+// VAULT_BIN, then `vault` on PATH, then builds and caches Vault), or
+// OpenBao's `bao` from scripts/install-openbao.sh (OPENBAO_BIN, then `bao`
+// on PATH, then a cached build from the source archive), once per process.
+// The binary is also the host's CLI and agent.
 func VaultBinary(tb testing.TB) string {
 	tb.Helper()
 	path, err := vaultBinary()
 	if err != nil {
-		tb.Fatalf("harness: finding a vault binary: %v", err)
+		tb.Fatalf("harness: finding a %s binary: %v", CurrentHost().CLIName(), err)
 	}
 	return path
 }
 
-func vaultBinary() (string, error) {
-	vaultOnce.Do(func() { vaultPath, vaultErr = installVault() })
-	return vaultPath, vaultErr
-}
-
-func installVault() (string, error) {
-	root, err := ModuleRoot()
-	if err != nil {
-		return "", err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), vaultInstallTimeout)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "scripts", "install-vault.sh"))
-	cmd.Dir = root
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("scripts/install-vault.sh: %w\n%s", err, stderr.String())
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	path := strings.TrimSpace(lines[len(lines)-1])
-	if info, err := os.Stat(path); err != nil || info.IsDir() {
-		return "", fmt.Errorf("scripts/install-vault.sh printed %q, which is not a file", path)
-	}
-	return path, nil
-}
+func vaultBinary() (string, error) { return hostBinary(CurrentHost()) }
 
 // ModuleRoot returns the directory of the repository's go.mod.
 func ModuleRoot() (string, error) {

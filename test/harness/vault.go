@@ -1,8 +1,13 @@
-// Package harness runs a real Vault server with the nebula-credential plugin
-// registered (versioned, with its SHA-256) and mounted at nebula/, for
-// acceptance tests. Servers listen on loopback only, every wait is bounded,
-// and the Vault CLI runs with its own HOME so nothing touches the user's
-// ~/.vault-token.
+// Package harness runs a real Vault (or OpenBao) server with the
+// nebula-credential plugin registered (versioned, with its SHA-256) and
+// mounted at nebula/, for acceptance tests. Servers listen on loopback only,
+// every wait is bounded, and the CLI runs with its own HOME so nothing
+// touches the user's ~/.vault-token.
+//
+// The host is HashiCorp Vault unless NEBULA_TEST_HOST=openbao selects
+// OpenBao (see CurrentHost); every kind of server below exists on both, and
+// options that differ between the hosts (WithFileAudit, WithListenerLimits)
+// are applied the way each host needs.
 //
 // Two kinds of server:
 //
@@ -61,6 +66,12 @@ type options struct {
 	register     bool
 	logLevel     string
 	startTimeout time.Duration
+	// auditFile is the file of a file audit device at path "file/"; ""
+	// means none.
+	auditFile string
+	// maxJSONStrings and maxJSONMemory are OpenBao listener limits; 0
+	// keeps the host's default.
+	maxJSONStrings, maxJSONMemory int64
 }
 
 func defaultOptions() options {
@@ -80,6 +91,33 @@ func WithoutPlugin() Option { return func(o *options) { o.register, o.mount = fa
 // error).
 func WithLogLevel(level string) Option { return func(o *options) { o.logLevel = level } }
 
+// WithFileAudit gives the server a file audit device at path "file/"
+// writing to file. On Vault the harness enables it through the API (`vault
+// audit enable file file_path=...`) once the server is up; OpenBao refuses
+// that (audit devices are declared in its server configuration), so there
+// the harness declares it in the configuration:
+//
+//	audit "file" "file" {
+//	  options {
+//	    file_path = "<file>"
+//	  }
+//	}
+//
+// A dev server gets that block from an extra -config file.
+func WithFileAudit(file string) Option { return func(o *options) { o.auditFile = file } }
+
+// WithListenerLimits raises (or lowers) OpenBao's listener limits on
+// request bodies: max_request_json_strings (default 1000 strings) and
+// max_request_json_memory (default 34,078,720 bytes); 0 keeps a default.
+// OpenBao refuses a request over them before it reaches the plugin. Vault
+// has no such settings; there the option does nothing. The limits are
+// listener settings, so they need a server with a configuration file
+// (StartFile, StartCluster): an OpenBao dev server fails to start with
+// them.
+func WithListenerLimits(maxStrings, maxMemory int64) Option {
+	return func(o *options) { o.maxJSONStrings, o.maxJSONMemory = maxStrings, maxMemory }
+}
+
 // WithStartTimeout bounds how long a start (process up, healthy, unsealed,
 // plugin mounted) may take.
 func WithStartTimeout(d time.Duration) Option { return func(o *options) { o.startTimeout = d } }
@@ -91,8 +129,10 @@ const (
 	modeFile
 )
 
-// Vault is a running (or stopped) Vault server.
+// Vault is a running (or stopped) Vault or OpenBao server.
 type Vault struct {
+	// Host is the server product (Vault or OpenBao).
+	Host Host
 	// Addr is the server's address, e.g. http://127.0.0.1:41234. A restart
 	// keeps it when the port is still free.
 	Addr string
@@ -213,6 +253,7 @@ func newVault(m mode, dir string, opts []Option) (*Vault, error) {
 		return nil, err
 	}
 	v := &Vault{
+		Host:    CurrentHost(),
 		Plugin:  p,
 		mode:    m,
 		opts:    o,
@@ -310,6 +351,9 @@ func (v *Vault) start() error {
 	if err := v.waitActive(ctx); err != nil {
 		return err
 	}
+	if err := v.enableAudit(ctx); err != nil {
+		return err
+	}
 	return v.setupPlugin(ctx)
 }
 
@@ -354,14 +398,26 @@ func (v *Vault) startProcess(args []string) error {
 func (v *Vault) serverArgs() ([]string, error) {
 	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port))
 	if v.mode == modeDev {
-		return []string{
+		args := []string{
 			"server", "-dev",
 			"-dev-listen-address=" + listen,
 			"-dev-root-token-id=" + devRootToken,
 			"-dev-no-store-token",
 			"-dev-plugin-dir=" + v.Plugin.Dir,
 			"-log-level=" + v.opts.logLevel,
-		}, nil
+		}
+		if v.Host == HostOpenBao && (v.opts.maxJSONStrings != 0 || v.opts.maxJSONMemory != 0) {
+			return nil, errors.New("WithListenerLimits needs a server with a configuration file (StartFile): an OpenBao dev server's listener takes no settings")
+		}
+		if extra := v.hostConfig(); extra != "" {
+			// OpenBao merges the dev configuration with -config files.
+			config := filepath.Join(v.dir, "dev-extra.hcl")
+			if err := os.WriteFile(config, []byte(extra), 0o600); err != nil {
+				return nil, err
+			}
+			args = append(args, "-config="+config)
+		}
+		return args, nil
 	}
 	config := filepath.Join(v.dir, "vault.hcl")
 	if err := os.WriteFile(config, []byte(v.fileConfig()), 0o600); err != nil {
@@ -381,28 +437,74 @@ func (v *Vault) fileConfig() string {
 // plugin directory and v's addresses.
 func (v *Vault) serverConfig(storage string) string {
 	cluster := net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port+1))
-	return storage + fmt.Sprintf(`
+	var limits string
+	if v.Host == HostOpenBao {
+		if v.opts.maxJSONStrings != 0 {
+			limits += fmt.Sprintf("  max_request_json_strings = %d\n", v.opts.maxJSONStrings)
+		}
+		if v.opts.maxJSONMemory != 0 {
+			limits += fmt.Sprintf("  max_request_json_memory  = %d\n", v.opts.maxJSONMemory)
+		}
+	}
+	return storage + v.hostConfig() + fmt.Sprintf(`
 listener "tcp" {
   address         = %q
   cluster_address = %q
   tls_disable     = true
-}
+%s}
 
 plugin_directory = %q
 api_addr         = %q
 cluster_addr     = %q
 disable_mlock    = true
 ui               = false
-`, net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port)), cluster, v.Plugin.Dir, v.Addr, "https://"+cluster)
+`, net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port)), cluster, limits, v.Plugin.Dir, v.Addr, "https://"+cluster)
+}
+
+// hostConfig is the configuration only OpenBao needs: the declared file
+// audit device (WithFileAudit). It is empty on Vault, which enables the
+// device through the API (enableAudit).
+func (v *Vault) hostConfig() string {
+	if v.Host != HostOpenBao || v.opts.auditFile == "" {
+		return ""
+	}
+	return fmt.Sprintf(`
+audit "file" "file" {
+  options {
+    file_path = %q
+  }
+}
+`, v.opts.auditFile)
+}
+
+// enableAudit enables the file audit device of WithFileAudit on Vault
+// through the API, unless it is enabled already (a restarted file server).
+// OpenBao declares it in its configuration (hostConfig).
+func (v *Vault) enableAudit(ctx context.Context) error {
+	if v.Host == HostOpenBao || v.opts.auditFile == "" {
+		return nil
+	}
+	audits, err := v.Client().Sys().ListAuditWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("listing audit devices: %w", err)
+	}
+	if _, ok := audits["file/"]; ok {
+		return nil
+	}
+	if _, err := v.cli(ctx, cliOptions{token: v.Token}, "audit", "enable", "file", "file_path="+v.opts.auditFile); err != nil {
+		return fmt.Errorf("enabling the file audit device: %w", err)
+	}
+	return nil
 }
 
 // env is the environment of the server and of CLI commands: the caller's,
-// without VAULT_* variables, with a private HOME, and with VAULT_ADDR and
-// (when not empty) VAULT_TOKEN.
+// without VAULT_* and BAO_* variables, with a private HOME, and with
+// VAULT_ADDR and (when not empty) VAULT_TOKEN, which OpenBao's bao reads as
+// well as BAO_ADDR and BAO_TOKEN.
 func (v *Vault) env(token string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "VAULT_") || strings.HasPrefix(kv, "HOME=") {
+		if strings.HasPrefix(kv, "VAULT_") || strings.HasPrefix(kv, "BAO_") || strings.HasPrefix(kv, "HOME=") {
 			continue
 		}
 		env = append(env, kv)
