@@ -50,6 +50,10 @@ type Config struct {
 	NotifySecret Secret
 	// NotifySecretSet reports whether a notification secret is stored.
 	NotifySecretSet bool
+	// StandbyTokenReads is forward (token reads on a standby go to the
+	// active node) or local (served by the standby, without engine audit
+	// events).
+	StandbyTokenReads string
 }
 
 // configWire is the engine's config response (durations in seconds).
@@ -70,6 +74,7 @@ type configWire struct {
 	UpstreamPerHost      int      `json:"upstream_concurrency_per_host"`
 	NotifyURL            string   `json:"notify_url"`
 	NotifySecretSet      bool     `json:"notify_secret_set"`
+	StandbyTokenReads    string   `json:"standby_token_reads"`
 }
 
 func (w *configWire) config() *Config {
@@ -80,6 +85,7 @@ func (w *configWire) config() *Config {
 		FlowTTL: seconds(w.FlowTTL), DefaultTokenLifetime: seconds(w.DefaultTokenLifetime),
 		AllowPrivateNetworks: w.AllowPrivateNetworks, RefreshConcurrency: w.RefreshConcurrency,
 		UpstreamConcurrencyPerHost: w.UpstreamPerHost, NotifyURL: w.NotifyURL, NotifySecretSet: w.NotifySecretSet,
+		StandbyTokenReads: w.StandbyTokenReads,
 	}
 }
 
@@ -127,6 +133,9 @@ func (c *Client) SetConfig(ctx context.Context, cfg Config) (*Config, error) {
 	}
 	if cfg.UpstreamConcurrencyPerHost > 0 {
 		body["upstream_concurrency_per_host"] = cfg.UpstreamConcurrencyPerHost
+	}
+	if cfg.StandbyTokenReads != "" {
+		body["standby_token_reads"] = cfg.StandbyTokenReads
 	}
 	if cfg.NotifySecret.Value() != "" {
 		body["notify_secret"] = cfg.NotifySecret.Value()

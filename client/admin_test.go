@@ -169,18 +169,19 @@ func TestConfig(t *testing.T) {
 		!cfg.AuditEnabled || cfg.FlowTTL != 10*time.Minute || cfg.DefaultTokenLifetime != time.Hour ||
 		!slices.Equal(cfg.InsecureHTTPHosts, []string{"127.0.0.1"}) || cfg.AllowedHosts == nil ||
 		cfg.AllowPrivateNetworks || cfg.RefreshConcurrency != 16 || cfg.UpstreamConcurrencyPerHost != 8 ||
-		cfg.NotifyURL != "" || cfg.NotifySecretSet {
+		cfg.NotifyURL != "" || cfg.NotifySecretSet || cfg.StandbyTokenReads != "forward" {
 		t.Errorf("Config = %+v; want the defaults with 127.0.0.1 over http", cfg)
 	}
 	cfg.CacheTTL, cfg.CacheMaxSize, cfg.AllowedHosts, cfg.AuditSync = 90*time.Second, 50, []string{"*.example.com"}, true
-	cfg.RefreshConcurrency, cfg.UpstreamConcurrencyPerHost = 4, 2
+	cfg.RefreshConcurrency, cfg.UpstreamConcurrencyPerHost, cfg.StandbyTokenReads = 4, 2, "local"
 	cfg.NotifyURL, cfg.NotifySecret = "https://hooks.example.com/nebula", client.NewSecret("notify-secret-0123456789")
 	got, err := c.SetConfig(ctx, *cfg)
 	if err != nil {
 		t.Fatalf("SetConfig: %v", err)
 	}
 	if got.CacheTTL != 90*time.Second || got.CacheMaxSize != 50 || !slices.Equal(got.AllowedHosts, []string{"*.example.com"}) || !got.AuditSync ||
-		got.RefreshConcurrency != 4 || got.UpstreamConcurrencyPerHost != 2 || got.NotifyURL != "https://hooks.example.com/nebula" || !got.NotifySecretSet {
+		got.RefreshConcurrency != 4 || got.UpstreamConcurrencyPerHost != 2 || got.NotifyURL != "https://hooks.example.com/nebula" || !got.NotifySecretSet ||
+		got.StandbyTokenReads != "local" {
 		t.Errorf("SetConfig answered %+v", got)
 	}
 	if again, err := c.Config(ctx); err != nil || again.CacheMaxSize != 50 || again.AuditRetention != cfg.AuditRetention {
