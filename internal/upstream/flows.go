@@ -16,6 +16,7 @@ import (
 const (
 	TokenEndpoint      = "token endpoint"
 	DeviceAuthEndpoint = "device authorization endpoint"
+	RevocationEndpoint = "revocation endpoint"
 )
 
 // Interactive flows' calls (code exchange, device authorization, device

@@ -395,12 +395,13 @@ func (c *Client) Revoke(ctx context.Context, r Request, revocationURL, token, hi
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return classify(err)
+		return classifyAt(RevocationEndpoint, err)
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode != http.StatusOK {
-		return &Error{Status: resp.StatusCode, Reason: "revocation refused", Permanent: !Transient(resp.StatusCode, "")}
+		code := answerCode(body)
+		return &Error{Endpoint: RevocationEndpoint, Status: resp.StatusCode, Code: code, Reason: "revocation refused", Permanent: !Transient(resp.StatusCode, code)}
 	}
 	return nil
 }
