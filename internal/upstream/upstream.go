@@ -66,6 +66,11 @@ const (
 	DefaultTimeout  = 10 * time.Second
 	DefaultAttempts = 3
 	DefaultBackoff  = 250 * time.Millisecond
+	// DialTimeout bounds connecting to an upstream host (a request's
+	// context, bounded by the timeouts below, usually ends first).
+	DialTimeout = 30 * time.Second
+	// DialKeepAlive is the TCP keep-alive period of upstream connections.
+	DialKeepAlive = 30 * time.Second
 )
 
 // Bounds of whole operations that make outbound calls, attempts and backoff
