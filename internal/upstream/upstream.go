@@ -95,7 +95,7 @@ func New(policy Policy, roots *x509.CertPool) *Client {
 }
 
 // HTTPClient is the policy-enforcing HTTP client, for other upstream calls
-// (revocation, device authorization, webhooks, mirrors).
+// (webhooks, mirrors, notifications).
 func (c *Client) HTTPClient() *http.Client { return c.http }
 
 // CheckURL reports whether a URL is allowed by the policy.
