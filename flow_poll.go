@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/nebula-credential/nebula-credential/internal/upstream"
 	"github.com/nebula-credential/nebula-credential/types"
 )
 
@@ -30,13 +31,22 @@ func (b *backend) pollFlow(ctx context.Context, s logical.Storage, f *flow) erro
 	if err != nil {
 		return err
 	}
-	tok, err := b.pollDevice(ctx, s, cfg, f)
-	if err == nil {
-		return b.completeFlow(ctx, s, cfg, f, tok)
+	poll, err := b.pollDevice(ctx, s, cfg, f)
+	if err == nil && poll.Token != nil {
+		return b.completeFlow(ctx, s, cfg, f, poll.Token)
 	}
 	now = b.now()
-	var ee *endpointError
-	if !errors.As(err, &ee) {
+	if err == nil {
+		// Not an error: the user has not answered yet.
+		if poll.State == upstream.DeviceSlowDown {
+			f.Interval += slowDownStep
+		}
+		f.LastPollError = ""
+		f.NextPollAt = now.Add(time.Duration(f.Interval) * time.Second)
+		return saveFlow(ctx, s, f, "")
+	}
+	var ue *upstream.Error
+	if !errors.As(err, &ue) {
 		if recordedOnFlow(err) { // e.g. the provider preset is gone
 			f.fail(now, safeMessage(err))
 			return b.endWith(ctx, s, f, err)
@@ -44,21 +54,16 @@ func (b *backend) pollFlow(ctx context.Context, s logical.Storage, f *flow) erro
 		return err
 	}
 	switch {
-	case ee.Code == "authorization_pending":
-		f.LastPollError = ""
-	case ee.Code == "slow_down":
-		f.Interval += slowDownStep
-		f.LastPollError = ""
-	case ee.Code == "expired_token":
+	case ue.Code == "expired_token":
 		f.end(flowExpired, now)
 		return b.storeEnded(ctx, s, f)
-	case ee.Code == "access_denied":
+	case ue.Code == "access_denied":
 		f.fail(now, "the user denied the authorization (access_denied)")
 		return b.storeEnded(ctx, s, f)
-	case ee.Transient:
-		f.LastPollError = ee.Error()
+	case !ue.Permanent:
+		f.LastPollError = ue.Error()
 	default:
-		f.fail(now, ee.Error())
+		f.fail(now, ue.Error())
 		return b.storeEnded(ctx, s, f)
 	}
 	f.NextPollAt = now.Add(time.Duration(f.Interval) * time.Second)

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-uuid"
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/nebula-credential/nebula-credential/internal/upstream"
 	"github.com/nebula-credential/nebula-credential/types"
 )
 
@@ -177,7 +178,7 @@ func validateRedirectURI(raw string) error {
 		return errors.New(`field "redirect_uri" is required for grant_type authorization_code: this mount's callback URL as clients reach Vault (e.g. https://vault.example.com/v1/nebula/callback)`)
 	case len(raw) > maxRedirectURI:
 		return fmt.Errorf("field \"redirect_uri\" is %d bytes long; at most %d are allowed", len(raw), maxRedirectURI)
-	case err != nil || !isWebURL(raw) || u.Fragment != "" || u.User != nil:
+	case err != nil || !upstream.IsWebURL(raw) || u.Fragment != "" || u.User != nil:
 		return errors.New(`field "redirect_uri" must be an absolute http(s) URL without user information or fragment`)
 	}
 	return nil

@@ -283,7 +283,7 @@ func (b *backend) issuedFrom(cfg *Config, tok *oauth2.Token) *issuedToken {
 		RefreshToken: tok.RefreshToken,
 		IssuedAt:     now,
 	}
-	switch secs := tokenExpiresIn(tok); {
+	switch secs := upstream.TokenExpiresIn(tok); {
 	case secs > 0:
 		issued.Expiry = now.Add(time.Duration(secs) * time.Second)
 	case !tok.Expiry.IsZero():

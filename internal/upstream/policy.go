@@ -203,7 +203,7 @@ func NewTransport(policy Policy, roots *x509.CertPool) http.RoundTripper {
 	transport.Proxy = nil
 	transport.DialContext = (&policyDialer{
 		policy: policy,
-		plain:  &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second},
+		plain:  &net.Dialer{Timeout: DialTimeout, KeepAlive: DialKeepAlive},
 	}).DialContext
 	if roots != nil {
 		transport.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}

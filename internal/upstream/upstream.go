@@ -6,8 +6,30 @@
 // hosts, timeouts, and bounded retries with backoff for transient failures.
 // Every outbound call of the engine uses the transport of NewTransport.
 //
+// All of the engine's calls to OAuth2 endpoints are here: token requests
+// (Token), revocation (Revoke), and the interactive flows' code exchange
+// (Exchange), device authorization (DeviceAuth) and device polling
+// (PollDevice).
+//
 // Errors never carry upstream response bodies: a *Error holds the status
 // code and the OAuth2 error code (RFC 6749 section 5.2) only.
+//
+// One rule says which failures are transient (Transient, classify), for
+// every endpoint:
+//   - transient: no answer (unreachable, timed out, cancelled, an answer
+//     that could not be read, a Retry-After pause the request could not
+//     wait for), a 5xx or 429 answer (the host limiter honours a 429's or
+//     503's Retry-After before the next request to that host), and an
+//     answer with the OAuth2 code temporarily_unavailable or server_error
+//     whatever its status;
+//   - permanent: any other answer (other 4xx, a 2xx or 3xx that carries an
+//     OAuth2 error code, lacks the fields asked for or is not an OAuth2
+//     answer), policy refusals, and requests that could not be built (an
+//     invalid URL, a key that cannot sign).
+//
+// Token retries transient failures; the flows' calls are made once.
+// The device flow's authorization_pending and slow_down answers are not
+// errors but states of a DevicePoll.
 package upstream
 
 import (
@@ -44,6 +66,11 @@ const (
 	DefaultTimeout  = 10 * time.Second
 	DefaultAttempts = 3
 	DefaultBackoff  = 250 * time.Millisecond
+	// DialTimeout bounds connecting to an upstream host (a request's
+	// context, bounded by the timeouts below, usually ends first).
+	DialTimeout = 30 * time.Second
+	// DialKeepAlive is the TCP keep-alive period of upstream connections.
+	DialKeepAlive = 30 * time.Second
 )
 
 // Bounds of whole operations that make outbound calls, attempts and backoff
@@ -68,7 +95,7 @@ func New(policy Policy, roots *x509.CertPool) *Client {
 }
 
 // HTTPClient is the policy-enforcing HTTP client, for other upstream calls
-// (revocation, device authorization, webhooks, mirrors).
+// (webhooks, mirrors, notifications).
 func (c *Client) HTTPClient() *http.Client { return c.http }
 
 // CheckURL reports whether a URL is allowed by the policy.
@@ -110,16 +137,19 @@ type Request struct {
 	Bearer *BearerAssertion
 }
 
-// Error is a failed token request.
+// Error is a failed call to an OAuth2 endpoint.
 type Error struct {
-	// Status is the HTTP status of the token endpoint's answer; 0 when no
+	// Endpoint names the endpoint that answered Status, e.g. "device
+	// authorization endpoint"; empty means TokenEndpoint.
+	Endpoint string
+	// Status is the HTTP status of the endpoint's answer; 0 when no
 	// answer came.
 	Status int
 	// Code is the OAuth2 error code, e.g. "invalid_client".
 	Code string
 	// Reason describes failures without an answer (network, policy).
 	Reason string
-	// Permanent errors are not retried (4xx answers, policy refusals).
+	// Permanent errors are not retried (see the package doc for the rule).
 	Permanent bool
 }
 
@@ -129,15 +159,23 @@ type Error struct {
 func (e *Error) RetryableError() bool { return !e.Permanent }
 
 func (e *Error) Error() string {
+	endpoint := firstNonEmpty(e.Endpoint, TokenEndpoint)
 	switch {
 	case e.Status != 0 && e.Code != "":
-		return fmt.Sprintf("token endpoint answered %d %s", e.Status, e.Code)
+		return fmt.Sprintf("%s answered %d %s", endpoint, e.Status, e.Code)
 	case e.Status != 0 && e.Reason != "":
 		return fmt.Sprintf("%s (%d)", e.Reason, e.Status)
 	case e.Status != 0:
-		return fmt.Sprintf("token endpoint answered %d", e.Status)
+		return fmt.Sprintf("%s answered %d", endpoint, e.Status)
 	}
 	return e.Reason
+}
+
+// Transient reports whether an endpoint's answer with status and OAuth2
+// error code code may pass on a later try: 5xx, 429, or the codes
+// temporarily_unavailable and server_error.
+func Transient(status int, code string) bool {
+	return status >= 500 || status == http.StatusTooManyRequests || code == "temporarily_unavailable" || code == "server_error"
 }
 
 func endpointAuthStyle(style string) oauth2.AuthStyle {
@@ -268,24 +306,33 @@ func firstNonEmpty(values ...string) string {
 	return ""
 }
 
-// classify turns an oauth2 or transport error into an *Error without any
-// response body.
-func classify(err error) error {
+// classify is classifyAt for the token endpoint.
+func classify(err error) error { return classifyAt(TokenEndpoint, err) }
+
+// classifyAt turns an oauth2 or transport error of a call to endpoint into
+// an *Error without any response body, transient or permanent by the
+// package's rule.
+func classifyAt(endpoint string, err error) error {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
 		status := 0
 		if re.Response != nil {
 			status = re.Response.StatusCode
 		}
-		return &Error{Status: status, Code: SafeCode(re.ErrorCode), Permanent: status >= 400 && status < 500 && status != http.StatusTooManyRequests}
+		code := SafeCode(re.ErrorCode)
+		e := &Error{Status: status, Code: code, Permanent: !Transient(status, code)}
+		if endpoint != TokenEndpoint {
+			e.Endpoint = endpoint
+		}
+		return e
 	}
 	var ue *Error
 	if errors.As(err, &ue) {
 		return ue
 	}
 	var netErr net.Error
-	if errors.As(err, &netErr) && netErr.Timeout() {
-		return &Error{Reason: "token endpoint timed out"}
+	if errors.As(err, &netErr) && netErr.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+		return &Error{Reason: endpoint + " timed out"}
 	}
 	var urlErr *url.Error
 	if errors.As(err, &urlErr) {
@@ -293,9 +340,15 @@ func classify(err error) error {
 		if errors.As(urlErr.Err, &inner) {
 			return inner
 		}
-		return &Error{Reason: "token endpoint unreachable: " + urlErr.Op + " " + redact(urlErr.URL)}
+		return &Error{Reason: endpoint + " unreachable: " + urlErr.Op + " " + redact(urlErr.URL)}
 	}
-	return &Error{Reason: "token request failed"}
+	if strings.HasPrefix(err.Error(), "oauth2: cannot fetch token:") {
+		// x/oauth2 could not read the answer's body.
+		return &Error{Reason: endpoint + " answer could not be read"}
+	}
+	// An answer came that x/oauth2 could not use as a token answer
+	// (cannot parse it, no access_token).
+	return &Error{Reason: endpoint + " answered something that is not a token answer", Permanent: true}
 }
 
 // SafeCode keeps an OAuth2 error code only when it has the RFC 6749 form
@@ -347,12 +400,13 @@ func (c *Client) Revoke(ctx context.Context, r Request, revocationURL, token, hi
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return classify(err)
+		return classifyAt(RevocationEndpoint, err)
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode != http.StatusOK {
-		return &Error{Status: resp.StatusCode, Reason: "revocation refused", Permanent: resp.StatusCode < 500}
+		code := answerCode(body)
+		return &Error{Endpoint: RevocationEndpoint, Status: resp.StatusCode, Code: code, Reason: "revocation refused", Permanent: !Transient(resp.StatusCode, code)}
 	}
 	return nil
 }
