@@ -495,3 +495,40 @@ func TestClientTokenCallsShareTheLimiter(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, shared.MaxInFlight())
 }
+
+// TestTokenRetryWaitsForRetryAfter: a token endpoint answering 429 with
+// Retry-After is asked again only after the pause, by Token's own retry.
+func TestTokenRetryWaitsForRetryAfter(t *testing.T) {
+	log := &eventLog{}
+	var mu sync.Mutex
+	n := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		n++
+		first := n == 1
+		mu.Unlock()
+		log.add("token request")
+		if first {
+			w.Header().Set("Retry-After", "3")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"access_token":"a","token_type":"bearer","expires_in":3600}`)
+	}))
+	defer srv.Close()
+	c := limitHosts(&Client{http: &http.Client{Transport: cleanhttp.DefaultPooledTransport(), Timeout: DefaultTimeout}, Attempts: 2, Backoff: time.Millisecond})
+	fc := useFakeClock(c.HostLimiter())
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Token(context.Background(), Request{Grant: "client_credentials", ClientID: "c", ClientSecret: "s", TokenURL: srv.URL + "/token"})
+		done <- err
+	}()
+	ft := nextTimer(t, fc, done)
+	require.Equal(t, 3*time.Second, ft.d)
+	log.add("pause over")
+	fc.fire(ft)
+	require.NoError(t, waitDone(t, done))
+	require.Equal(t, []string{"token request", "pause over", "token request"}, log.list())
+}

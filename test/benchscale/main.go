@@ -32,6 +32,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -195,7 +196,14 @@ func (b *bench) report(ctx context.Context, vaultBin, root, label string, took t
 	fmt.Println("----- benchscale: nebula-credential at scale through Vault (copy from here) -----")
 	fmt.Printf("machine: %s, %d cores (GOMAXPROCS %d), %s %s/%s, %s\n", cpuModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0),
 		runtime.Version(), runtime.GOOS, runtime.GOARCH, vaultVersion)
-	fmt.Printf("code: %s; run took %s; command: make bench-scale ARGS='%s'\n", label, took.Round(time.Second), strings.Join(os.Args[1:], " "))
+	args := make([]string, len(os.Args)-1)
+	for i, a := range os.Args[1:] {
+		if strings.ContainsAny(a, " '\"") {
+			a = strconv.Quote(a)
+		}
+		args[i] = a
+	}
+	fmt.Printf("code: %s; run took %s; command: make bench-scale ARGS='%s'\n", label, took.Round(time.Second), strings.Join(args, " "))
 	width := len("measurement")
 	for _, r := range b.rows {
 		width = max(width, len(r.what))

@@ -311,10 +311,20 @@ func findProcesses(path string) []proc {
 	return out
 }
 
+// pids lists the processes' ids.
+func pids(procs []proc) string {
+	ids := make([]string, len(procs))
+	for i, p := range procs {
+		ids[i] = strconv.Itoa(p.pid)
+	}
+	return strings.Join(ids, ",")
+}
+
 // reload reloads the nebula mount's plugin and times the first successful
 // token read after it.
 func (b *bench) reload(ctx context.Context, n int) error {
 	name := apiKeyName(rand.IntN(n))
+	pidsBefore := pids(findProcesses(b.nebula.path))
 	t0 := time.Now()
 	if _, err := b.srv.client.Sys().ReloadPluginWithContext(ctx, &api.ReloadPluginInput{Mounts: []string{"nebula"}}); err != nil {
 		return fmt.Errorf("reloading the plugin: %w", err)
@@ -339,7 +349,7 @@ func (b *bench) reload(ctx context.Context, n int) error {
 	}
 	first := time.Since(t0)
 	b.add("reload to first token read", n, round(first).String(),
-		fmt.Sprintf("reload call %s, %d failed reads before", round(reloaded), failures))
+		fmt.Sprintf("reload call %s, %d failed reads before; plugin pid %s -> %s", round(reloaded), failures, pidsBefore, pids(findProcesses(b.nebula.path))))
 	// A first health read after the reload shows what rebuilding costs.
 	t1 := time.Now()
 	if err := b.rd.get(ctx, "nebula/health", `"status"`); err != nil {
