@@ -131,19 +131,13 @@ func credentialResponseFields() map[string]*framework.FieldSchema {
 	return fields
 }
 
-// responseType is the response field type of a credential type's field.
+// responseType is the response field type of a credential type's field:
+// the request type, except that lists are answered as JSON arrays.
 func responseType(k types.FieldKind) framework.FieldType {
-	switch k {
-	case types.KindStringList:
+	if k == types.KindStringList {
 		return framework.TypeStringSlice
-	case types.KindInt:
-		return framework.TypeInt
-	case types.KindBool:
-		return framework.TypeBool
-	case types.KindTime:
-		return framework.TypeTime
 	}
-	return framework.TypeString
+	return frameworkType(k)
 }
 
 // tokenResponses answers token/<name> reads and writes and refresh/<name>
