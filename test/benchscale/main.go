@@ -35,6 +35,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nebula-credential/nebula-credential/test/benchserver"
 )
 
 // config holds the sizes and bounds of a run.
@@ -103,11 +105,11 @@ func sizes(max int) []int {
 
 func run(ctx context.Context, cfg config) error {
 	started := time.Now()
-	root, err := moduleRoot()
+	root, err := benchserver.ModuleRoot("benchscale")
 	if err != nil {
 		return err
 	}
-	vaultBin, err := findVault(ctx, root)
+	vaultBin, err := benchserver.FindVault(ctx, root)
 	if err != nil {
 		return err
 	}
@@ -122,32 +124,30 @@ func run(ctx context.Context, cfg config) error {
 	}
 	defer os.RemoveAll(dir)
 
-	nebula := &plugin{name: "nebula-credential-plugin", pkg: "./cmd/nebula-credential-plugin", mount: "nebula"}
-	noop := &plugin{name: "noop-plugin", pkg: "./test/noopplugin", mount: "noop"}
+	nebula := &benchserver.Plugin{Name: "nebula-credential-plugin", Pkg: "./cmd/nebula-credential-plugin", Mount: "nebula", Version: pluginVersion}
+	noop := &benchserver.Plugin{Name: "noop-plugin", Pkg: "./test/noopplugin", Mount: "noop", Version: pluginVersion}
 	pluginDir := filepath.Join(dir, "plugins")
-	for _, p := range []*plugin{nebula, noop} {
-		if err := build(ctx, root, pluginDir, p); err != nil {
+	for _, p := range []*benchserver.Plugin{nebula, noop} {
+		if err := benchserver.Build(ctx, root, pluginDir, p); err != nil {
 			return err
 		}
 	}
-	srv, err := startVault(ctx, vaultBin, dir, pluginDir)
+	srv, err := benchserver.Start(ctx, vaultBin, dir, pluginDir, serverOptions)
 	if err != nil {
 		return err
 	}
-	defer srv.stop()
-	fail := func(err error) error {
-		return fmt.Errorf("%w\nvault log (%s):\n%s", err, srv.logPath, tail(srv.logPath))
-	}
-	if err := register(ctx, srv.client, []*plugin{nebula, noop}); err != nil {
+	defer srv.Stop()
+	fail := srv.WithLog
+	if err := benchserver.Register(ctx, srv.Client, []*benchserver.Plugin{nebula, noop}); err != nil {
 		return fail(err)
 	}
-	for _, p := range []*plugin{nebula, noop} {
-		if err := mount(ctx, srv.client, p, p.mount); err != nil {
+	for _, p := range []*benchserver.Plugin{nebula, noop} {
+		if err := benchserver.Mount(ctx, srv.Client, p, p.Mount); err != nil {
 			return fail(err)
 		}
 	}
 
-	b := &bench{cfg: cfg, srv: srv, rd: newReader(srv.addr, max(cfg.clients, cfg.burst)), nebula: nebula, noop: noop}
+	b := &bench{cfg: cfg, srv: srv, rd: newReader(srv.Addr, max(cfg.clients, cfg.burst)), nebula: nebula, noop: noop}
 	if err := b.scale(ctx); err != nil {
 		return fail(err)
 	}
@@ -163,10 +163,10 @@ func run(ctx context.Context, cfg config) error {
 // bench runs the scenarios and collects the table.
 type bench struct {
 	cfg    config
-	srv    *server
+	srv    *benchserver.Server
 	rd     *reader
-	nebula *plugin
-	noop   *plugin
+	nebula *benchserver.Plugin
+	noop   *benchserver.Plugin
 	rows   []row
 }
 

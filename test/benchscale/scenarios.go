@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"github.com/nebula-credential/nebula-credential/test/benchserver"
 )
 
 // reader sends reads to Vault over keep-alive connections.
@@ -107,7 +108,7 @@ func (b *bench) fill(ctx context.Context, from, to int) (time.Duration, error) {
 			})
 		}
 		t0 := time.Now()
-		if err := batchCreate(ctx, b.srv.client, "nebula", items); err != nil {
+		if err := batchCreate(ctx, b.srv.Client, "nebula", items); err != nil {
 			return 0, err
 		}
 		took += time.Since(t0)
@@ -251,9 +252,9 @@ func (b *bench) readRound(ctx context.Context, mount string, n int, d time.Durat
 // memory records the resident memory of the nebula plugin process(es),
 // found by their executable (the binary this run built).
 func (b *bench) memory(n int) {
-	procs := findProcesses(b.nebula.path)
+	procs := findProcesses(b.nebula.Path)
 	if len(procs) == 0 {
-		b.add("plugin RSS", n, "not found", "no process runs "+b.nebula.path)
+		b.add("plugin RSS", n, "not found", "no process runs "+b.nebula.Path)
 		return
 	}
 	for _, p := range procs {
@@ -324,9 +325,9 @@ func pids(procs []proc) string {
 // token read after it.
 func (b *bench) reload(ctx context.Context, n int) error {
 	name := apiKeyName(rand.IntN(n))
-	pidsBefore := pids(findProcesses(b.nebula.path))
+	pidsBefore := pids(findProcesses(b.nebula.Path))
 	t0 := time.Now()
-	if _, err := b.srv.client.Sys().ReloadPluginWithContext(ctx, &api.ReloadPluginInput{Mounts: []string{"nebula"}}); err != nil {
+	if _, err := b.srv.Client.Sys().ReloadPluginWithContext(ctx, &api.ReloadPluginInput{Mounts: []string{"nebula"}}); err != nil {
 		return fmt.Errorf("reloading the plugin: %w", err)
 	}
 	reloaded := time.Since(t0)
@@ -349,7 +350,7 @@ func (b *bench) reload(ctx context.Context, n int) error {
 	}
 	first := time.Since(t0)
 	b.add("reload to first token read", n, round(first).String(),
-		fmt.Sprintf("reload call %s, %d failed reads before; plugin pid %s -> %s", round(reloaded), failures, pidsBefore, pids(findProcesses(b.nebula.path))))
+		fmt.Sprintf("reload call %s, %d failed reads before; plugin pid %s -> %s", round(reloaded), failures, pidsBefore, pids(findProcesses(b.nebula.Path))))
 	// A first health read after the reload shows what rebuilding costs.
 	t1 := time.Now()
 	if err := b.rd.get(ctx, "nebula/health", `"status"`); err != nil {
@@ -370,8 +371,8 @@ func (b *bench) refresh(ctx context.Context) error {
 		return err
 	}
 	defer ts.close()
-	c := b.srv.client
-	if err := mount(ctx, c, b.nebula, mountPath); err != nil {
+	c := b.srv.Client
+	if err := benchserver.Mount(ctx, c, b.nebula, mountPath); err != nil {
 		return err
 	}
 	if _, err := c.Logical().WriteWithContext(ctx, mountPath+"/config", map[string]any{"insecure_http_hosts": ts.host}); err != nil {

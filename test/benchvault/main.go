@@ -18,9 +18,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -31,30 +28,19 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"github.com/nebula-credential/nebula-credential/test/benchserver"
 )
 
 const (
-	rootToken     = "root"
+	rootToken     = benchserver.RootToken
 	pluginVersion = "v0.1.0-bench"
 	credName      = "bench"
-	startTimeout  = 90 * time.Second
-	stopTimeout   = 15 * time.Second
 )
-
-// plugin is one plugin to build, register and mount.
-type plugin struct {
-	name  string // binary and catalog name
-	pkg   string // Go package to build
-	mount string
-	sha   string
-}
 
 func main() {
 	concurrency := flag.Int("c", 8, "concurrent HTTP clients")
@@ -86,11 +72,11 @@ type config struct {
 }
 
 func run(ctx context.Context, cfg config) (float64, error) {
-	root, err := moduleRoot()
+	root, err := benchserver.ModuleRoot("benchvault")
 	if err != nil {
 		return 0, err
 	}
-	vaultBin, err := findVault(ctx, root)
+	vaultBin, err := benchserver.FindVault(ctx, root)
 	if err != nil {
 		return 0, err
 	}
@@ -100,27 +86,27 @@ func run(ctx context.Context, cfg config) (float64, error) {
 	}
 	defer os.RemoveAll(dir)
 
-	plugins := []*plugin{
-		{name: "nebula-credential-plugin", pkg: "./cmd/nebula-credential-plugin", mount: "nebula"},
-		{name: "noop-plugin", pkg: "./test/noopplugin", mount: "noop"},
+	plugins := []*benchserver.Plugin{
+		{Name: "nebula-credential-plugin", Pkg: "./cmd/nebula-credential-plugin", Mount: "nebula", Version: pluginVersion},
+		{Name: "noop-plugin", Pkg: "./test/noopplugin", Mount: "noop", Version: pluginVersion},
 	}
 	pluginDir := filepath.Join(dir, "plugins")
 	for _, p := range plugins {
-		if err := build(ctx, root, pluginDir, p); err != nil {
+		if err := benchserver.Build(ctx, root, pluginDir, p); err != nil {
 			return 0, err
 		}
 	}
 
-	srv, err := startVault(ctx, vaultBin, dir, pluginDir)
+	srv, err := benchserver.Start(ctx, vaultBin, dir, pluginDir, benchserver.Options{})
 	if err != nil {
 		return 0, err
 	}
-	defer srv.stop()
-	if err := setup(ctx, srv.client, plugins); err != nil {
-		return 0, fmt.Errorf("%w\nvault log (%s):\n%s", err, srv.logPath, tail(srv.logPath))
+	defer srv.Stop()
+	if err := setup(ctx, srv.Client, plugins); err != nil {
+		return 0, srv.WithLog(err)
 	}
 
-	b := newBencher(srv.addr, cfg.concurrency)
+	b := newBencher(srv.Addr, cfg.concurrency)
 	targets := []string{"nebula", "noop"}
 	for _, t := range targets {
 		if _, err := b.round(ctx, t, cfg.warmup); err != nil {
@@ -147,155 +133,15 @@ func run(ctx context.Context, cfg config) (float64, error) {
 	return report(cfg, vaultVersion, results), nil
 }
 
-// moduleRoot is the directory of the repository's go.mod.
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	gomod := strings.TrimSpace(string(out))
-	if err != nil || gomod == "" || gomod == os.DevNull {
-		return "", errors.New("run benchvault inside the repository (go env GOMOD found no go.mod)")
-	}
-	return filepath.Dir(gomod), nil
-}
-
-// findVault returns VAULT_BIN, else what scripts/install-vault.sh prints.
-func findVault(ctx context.Context, root string) (string, error) {
-	if bin := os.Getenv("VAULT_BIN"); bin != "" {
-		return bin, nil
-	}
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "scripts", "install-vault.sh"))
-	cmd.Dir, cmd.Stderr = root, &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("scripts/install-vault.sh: %w\n%s", err, stderr.String())
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	return strings.TrimSpace(lines[len(lines)-1]), nil
-}
-
-// build compiles a plugin into dir and records its SHA-256.
-func build(ctx context.Context, root, dir string, p *plugin) error {
-	bin := filepath.Join(dir, p.name)
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "-ldflags", "-X main.version="+pluginVersion, p.pkg)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", p.pkg, err, out)
-	}
-	raw, err := os.ReadFile(bin)
-	if err != nil {
-		return err
-	}
-	sum := sha256.Sum256(raw)
-	p.sha = hex.EncodeToString(sum[:])
-	return nil
-}
-
-// server is the running Vault dev server.
-type server struct {
-	addr    string
-	client  *api.Client
-	cmd     *exec.Cmd
-	done    chan struct{}
-	logPath string
-}
-
-// startVault starts `vault server -dev` on a free loopback port (its
-// cluster listener takes the next one) and waits until it is active.
-func startVault(ctx context.Context, bin, dir, pluginDir string) (*server, error) {
-	port, err := freePortPair()
-	if err != nil {
-		return nil, err
-	}
-	home := filepath.Join(dir, "home")
-	if err := os.MkdirAll(home, 0o700); err != nil {
-		return nil, err
-	}
-	s := &server{addr: "http://127.0.0.1:" + strconv.Itoa(port), logPath: filepath.Join(dir, "vault.log")}
-	logFile, err := os.Create(s.logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer logFile.Close()
-	s.cmd = exec.Command(bin, "server", "-dev",
-		"-dev-listen-address=127.0.0.1:"+strconv.Itoa(port),
-		"-dev-root-token-id="+rootToken, "-dev-no-store-token",
-		"-dev-plugin-dir="+pluginDir, "-log-level=warn")
-	s.cmd.Dir = home
-	s.cmd.Env = cleanEnv(home)
-	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
-	// A process group of its own, so a stuck server is killed with its
-	// plugin processes.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
-	}
-	s.done = make(chan struct{})
-	go func() {
-		_ = s.cmd.Wait()
-		close(s.done)
-	}()
-
-	s.client, err = api.NewClient(&api.Config{Address: s.addr, HttpClient: &http.Client{Timeout: 30 * time.Second}})
-	if err != nil {
-		s.stop()
-		return nil, err
-	}
-	s.client.SetToken(rootToken)
-	s.client.ClearNamespace()
-
-	wait, cancel := context.WithTimeout(ctx, startTimeout)
-	defer cancel()
-	for {
-		h, err := s.client.Sys().HealthWithContext(wait)
-		if err == nil && h.Initialized && !h.Sealed && !h.Standby {
-			return s, nil
-		}
-		select {
-		case <-s.done:
-			return nil, fmt.Errorf("vault exited while starting:\n%s", tail(s.logPath))
-		case <-wait.Done():
-			s.stop()
-			return nil, fmt.Errorf("vault not active within %s:\n%s", startTimeout, tail(s.logPath))
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// stop sends SIGTERM, then kills the process group if Vault does not exit.
-func (s *server) stop() {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-		return
-	case <-time.After(stopTimeout):
-	}
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	<-s.done
-}
-
-// cleanEnv is the caller's environment without VAULT_* variables and with
-// HOME set to home, so nothing of the user's Vault setup is touched.
-func cleanEnv(home string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "VAULT_") && !strings.HasPrefix(kv, "HOME=") {
-			env = append(env, kv)
-		}
-	}
-	return append(env, "HOME="+home)
-}
-
 // setup registers and mounts the plugins, creates the api_key credential
 // and warms both mounts.
-func setup(ctx context.Context, c *api.Client, plugins []*plugin) error {
+func setup(ctx context.Context, c *api.Client, plugins []*benchserver.Plugin) error {
 	for _, p := range plugins {
-		if err := c.Sys().RegisterPluginWithContext(ctx, &api.RegisterPluginInput{
-			Name: p.name, Type: api.PluginTypeSecrets, Command: p.name, SHA256: p.sha, Version: pluginVersion,
-		}); err != nil {
-			return fmt.Errorf("registering %s: %w", p.name, err)
+		if err := benchserver.Register(ctx, c, []*benchserver.Plugin{p}); err != nil {
+			return err
 		}
-		if err := c.Sys().MountWithContext(ctx, p.mount, &api.MountInput{Type: p.name, Config: api.MountConfigInput{PluginVersion: pluginVersion}}); err != nil {
-			return fmt.Errorf("mounting %s at %s/: %w", p.name, p.mount, err)
+		if err := benchserver.Mount(ctx, c, p, p.Mount); err != nil {
+			return err
 		}
 	}
 	if _, err := c.Logical().WriteWithContext(ctx, "nebula/creds/"+credName, map[string]any{
@@ -449,35 +295,4 @@ func report(cfg config, vaultVersion string, results map[string]*result) float64
 	fmt.Printf("ratio nebula/noop: %.3f (target >= 0.90: %s)\n", ratio, verdict)
 	fmt.Println("----- end benchvault -----")
 	return ratio
-}
-
-// freePortPair returns a port p such that p and p+1 are free on 127.0.0.1.
-func freePortPair() (int, error) {
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+1))
-		l.Close()
-		if err == nil {
-			l2.Close()
-			return port, nil
-		}
-	}
-	return 0, errors.New("no free pair of ports on 127.0.0.1")
-}
-
-// tail is the end of a log file, for error messages.
-func tail(path string) string {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	const max = 8 << 10
-	if len(raw) > max {
-		raw = raw[len(raw)-max:]
-	}
-	return string(raw)
 }
