@@ -323,6 +323,9 @@ func TestRefreshFailureBacksOff(t *testing.T) {
 	wait := c.RefreshRetryAt.Sub(e.clock.Now())
 	require.True(t, wait >= time.Minute && wait <= time.Minute+6*time.Second, "first backoff %s", wait)
 	require.EqualValues(t, 1, e.b.stats.refreshFailuresByCode()["temporarily_unavailable"])
+	read := e.mustRequest(t, logical.ReadOperation, "creds/b-0", nil)
+	require.EqualValues(t, 1, read.Data["refresh_failures"], "creds/ reads show the failure count")
+	require.Equal(t, c.RefreshRetryAt.UTC().Format(time.RFC3339), read.Data["next_refresh_attempt_at"])
 
 	e.clock.Advance(30 * time.Second)
 	require.Zero(t, run(), "no upstream request within the backoff")
@@ -342,6 +345,9 @@ func TestRefreshFailureBacksOff(t *testing.T) {
 	require.Zero(t, c.RefreshFailures, "a success resets the backoff")
 	require.True(t, c.RefreshRetryAt.IsZero())
 	require.Empty(t, c.LastError)
+	read = e.mustRequest(t, logical.ReadOperation, "creds/b-0", nil)
+	require.EqualValues(t, 0, read.Data["refresh_failures"])
+	require.Nil(t, read.Data["next_refresh_attempt_at"])
 	require.EqualValues(t, 2, e.b.stats.refreshFailuresByCode()["temporarily_unavailable"])
 }
 
