@@ -159,8 +159,18 @@ type backend struct {
 	// flow a task works on (periodicTaskBudget, periodicItemBudget; tests
 	// shorten them).
 	taskBudget time.Duration
-	itemBudget time.Duration
+	// writableTTL is how long writable's answer is kept (tests: 0, ask
+	// every time); writableVal/writableUntil hold it (until: unix nanos on
+	// the real clock).
+	writableTTL   time.Duration
+	writableVal   atomic.Bool
+	writableUntil atomic.Int64
+	itemBudget    time.Duration
 }
+
+// writableCacheTTL is how long the node's role (writable or standby) is
+// taken as known between questions to Vault.
+const writableCacheTTL = time.Second
 
 // Factory creates and sets up the backend; it is the plugin's
 // logical.Factory.
@@ -267,6 +277,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		hostLimits:       upstream.NewHostLimiter(upstream.DefaultConcurrencyPerHost),
 		webhookTimeout:   webhookTimeout,
 		taskBudget:       periodicTaskBudget,
+		writableTTL:      writableCacheTTL,
 		itemBudget:       periodicItemBudget,
 		continueBudget:   refreshContinueBudget,
 		mirrorFactory:    newTarget,
@@ -363,13 +374,28 @@ func (b *backend) lock(name string) *locksutil.LockEntry {
 }
 
 // writable reports whether this node may write storage and run background
-// work (not a performance standby or a secondary).
+// work (not a performance standby or a secondary). Asking Vault is two
+// gRPC calls for an external plugin, and token reads ask on every request,
+// so the answer is kept for writableTTL (a node changes role only through
+// a step-down or promotion, after which Vault sets the mount up again).
 func (b *backend) writable() bool {
-	state := b.System().ReplicationState()
-	if b.System().LocalMount() {
-		return !state.HasState(consts.ReplicationDRSecondary)
+	if b.writableTTL > 0 {
+		if until := b.writableUntil.Load(); until != 0 && time.Now().UnixNano() < until {
+			return b.writableVal.Load()
+		}
 	}
-	return !state.HasState(consts.ReplicationPerformanceSecondary | consts.ReplicationPerformanceStandby | consts.ReplicationDRSecondary)
+	state := b.System().ReplicationState()
+	var ok bool
+	if b.System().LocalMount() {
+		ok = !state.HasState(consts.ReplicationDRSecondary)
+	} else {
+		ok = !state.HasState(consts.ReplicationPerformanceSecondary | consts.ReplicationPerformanceStandby | consts.ReplicationDRSecondary)
+	}
+	if b.writableTTL > 0 {
+		b.writableVal.Store(ok)
+		b.writableUntil.Store(time.Now().Add(b.writableTTL).UnixNano())
+	}
+	return ok
 }
 
 // periodic runs the background tasks. Vault calls it about once a minute on

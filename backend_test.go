@@ -52,6 +52,7 @@ func newTestBackend(tb testing.TB) *testEnv {
 	clock := &testClock{now: time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)}
 	nb := b.(*vaultBackend).backend
 	nb.now = clock.Now
+	nb.writableTTL = 0 // tests change the replication state between requests
 	return &testEnv{b: nb, storage: storage, clock: clock, sys: sys}
 }
 
@@ -270,4 +271,19 @@ func TestVaultSeesCodedErrors(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), `invalid_input: field "api_key" has the wrong type`)
 	require.NotContains(t, err.Error(), "s3cret")
+}
+
+// The node's role is asked of Vault at most once per writableTTL: token
+// reads ask on every request, and for an external plugin each question is
+// a gRPC round trip.
+func TestWritableIsKeptForItsTTL(t *testing.T) {
+	e := newTestBackend(t)
+	e.b.writableTTL = time.Hour
+	require.True(t, e.b.writable())
+	e.sys.ReplicationStateVal = consts.ReplicationPerformanceStandby
+	require.True(t, e.b.writable(), "the answer is kept for writableTTL")
+	e.b.writableUntil.Store(0) // the TTL has passed
+	require.False(t, e.b.writable(), "then Vault is asked again")
+	e.sys.ReplicationStateVal = 0
+	require.False(t, e.b.writable())
 }
