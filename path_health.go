@@ -107,6 +107,12 @@ func (b *backend) pathHealthRead(ctx context.Context, req *logical.Request, _ *f
 		issues = append(issues, b.extraHealthIssues(ctx, req.Storage)...)
 	}
 	issues = append(issues, b.auditHealthIssues(now)...)
+	return &logical.Response{Data: healthData(status, issues, now)}, nil
+}
+
+// healthData renders a health answer: the status (degraded when it would
+// be healthy but issues were found) and the issues.
+func healthData(status string, issues []healthIssue, now time.Time) map[string]any {
 	if status == healthHealthy && len(issues) > 0 {
 		status = healthDegraded
 	}
@@ -121,7 +127,7 @@ func (b *backend) pathHealthRead(ctx context.Context, req *logical.Request, _ *f
 		}
 		list = append(list, m)
 	}
-	return &logical.Response{Data: map[string]any{"status": status, "issues": list, "checked_at": now.UTC().Format(time.RFC3339)}}, nil
+	return map[string]any{"status": status, "issues": list, "checked_at": now.UTC().Format(time.RFC3339)}
 }
 
 // extraHealthIssues reports issues of other parts (mirror targets); the

@@ -68,21 +68,7 @@ func scanHealthRead(ctx context.Context, b *backend, s logical.Storage) map[stri
 	}
 	issues = append(issues, scanMirrorHealth(ctx, b, s)...)
 	issues = append(issues, b.auditHealthIssues(now)...)
-	if status == healthHealthy && len(issues) > 0 {
-		status = healthDegraded
-	}
-	list := make([]map[string]any, 0, len(issues))
-	for _, is := range issues {
-		m := map[string]any{"kind": is.Kind, "message": is.Message}
-		if is.Credential != "" {
-			m["credential"] = is.Credential
-		}
-		if is.Target != "" {
-			m["target"] = is.Target
-		}
-		list = append(list, m)
-	}
-	return map[string]any{"status": status, "issues": list, "checked_at": now.UTC().Format(time.RFC3339)}
+	return healthData(status, issues, now)
 }
 
 // scanTotals are the metrics totals computed by scanning storage.
