@@ -133,22 +133,7 @@ func (x *summaries) readAll(ctx context.Context, s logical.Storage, each mirrorV
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(summaryReaders)
 	for _, name := range names {
-		g.Go(func() error {
-			c, err := loadCredential(gctx, s, name)
-			if err != nil {
-				return err
-			}
-			var cs *credSummary
-			if c != nil {
-				cs = summarize(c)
-			}
-			x.mu.Lock()
-			defer x.mu.Unlock()
-			if _, written := x.touched[credKey(name)]; !written && x.epoch == epoch {
-				x.setCredLocked(name, cs)
-			}
-			return nil
-		})
+		g.Go(func() error { return x.rereadOne(gctx, s, credKey(name), epoch) })
 	}
 	if err := g.Wait(); err != nil {
 		return err
