@@ -179,6 +179,8 @@ func (x *summaries) reread(ctx context.Context, s logical.Storage) error {
 	return err
 }
 
+// rereadOne reads one creds/ or mirror-state key and sets its summary,
+// unless a write noted it since epoch began (the write's state wins).
 func (x *summaries) rereadOne(ctx context.Context, s logical.Storage, key string, epoch uint64) error {
 	if name, ok := strings.CutPrefix(key, credsPrefix); ok {
 		c, err := loadCredential(ctx, s, name)
