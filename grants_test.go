@@ -363,15 +363,31 @@ func TestRotationKeepsAGrantTheNewVersionStillUses(t *testing.T) {
 	}
 }
 
-// Item 16: reads of names that do not exist leave a bounded number of
-// cache generation entries.
+// Item 16: reads of names that do not exist leave no cache state behind.
+// The generations are a fixed array of nameGenSlots counters (bounded by
+// its type); what a read of a missing name must not do is move one of
+// them, add a cache entry, or disturb another name's cached token.
 func TestMissingNameReadsLeaveBoundedCacheGenerations(t *testing.T) {
 	e := newTestBackend(t)
+	e.mustRequest(t, logical.CreateOperation, "creds/k", validCreds["api_key"])
+	e.mustRequest(t, logical.ReadOperation, "token/k", nil) // cached
+	generations := func() []uint64 {
+		out := make([]uint64, 0, nameGenSlots)
+		for i := range e.b.nameGens {
+			out = append(out, e.b.nameGens[i].Load())
+		}
+		return out
+	}
+	before := generations()
 	for i := range 10000 {
 		_, err := e.request(t, logical.ReadOperation, fmt.Sprintf("token/missing-%d", i), nil)
 		requireKind(t, err, KindNotFound)
 	}
-	require.LessOrEqual(t, e.b.cacheGenEntries(), nameGenSlots)
+	require.Equal(t, before, generations(), "reads of missing names move no cache generation")
+	require.Equal(t, 1, e.b.cache.Len(), "and add no cache entry")
+	hits := e.b.stats.cacheHits.Load()
+	e.mustRequest(t, logical.ReadOperation, "token/k", nil)
+	require.Equal(t, hits+1, e.b.stats.cacheHits.Load(), "the cached token of k is still served from the cache")
 }
 
 // Item 7, rotation path: an oauth2 rotation refreshes with the current

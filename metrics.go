@@ -95,20 +95,6 @@ func (s *engineStats) observeRefresh(name string, now time.Time, d time.Duration
 	s.next = (s.next + 1) % refreshSamples
 }
 
-// refreshFailuresByCode returns the failed upstream token requests by
-// the token endpoint's OAuth2 error code, or the engine's error code when
-// the endpoint answered none (from the refresh counters by outcome).
-func (s *engineStats) refreshFailuresByCode() map[string]int64 {
-	out := map[string]int64{}
-	s.refreshes.Range(func(k, v any) bool {
-		if key := k.(refreshLabels); key != (refreshLabels{}) {
-			out[firstNonEmpty(key.upstream, key.code)] += v.(*atomic.Int64).Load()
-		}
-		return true
-	})
-	return out
-}
-
 // refreshTimes are the mean and the 99th percentile of upstream token
 // requests (the percentile over the last refreshSamples).
 func (s *engineStats) refreshTimes() (avg, p99 time.Duration) {

@@ -487,3 +487,17 @@ func TestBackgroundRefreshGoesOnPastItsBudget(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, res.Refreshed, "nothing is left due")
 }
+
+// refreshFailuresByCode returns the failed upstream token requests by
+// the token endpoint's OAuth2 error code, or the engine's error code when
+// the endpoint answered none (from the refresh counters by outcome).
+func (s *engineStats) refreshFailuresByCode() map[string]int64 {
+	out := map[string]int64{}
+	s.refreshes.Range(func(k, v any) bool {
+		if key := k.(refreshLabels); key != (refreshLabels{}) {
+			out[firstNonEmpty(key.upstream, key.code)] += v.(*atomic.Int64).Load()
+		}
+		return true
+	})
+	return out
+}

@@ -323,9 +323,6 @@ func (b *backend) nameGen(name string) *atomic.Uint64 {
 	return &b.nameGens[h.Sum32()%nameGenSlots]
 }
 
-// cacheGenEntries is the number of per-name cache generations kept.
-func (b *backend) cacheGenEntries() int { return len(b.nameGens) }
-
 // upstream returns the upstream client for the config's host policy (b.upstreamClient,
 // rebuilt when the config changes).
 func (b *backend) upstream(cfg *Config) *upstream.Client {
