@@ -48,7 +48,6 @@ const (
 	notifyQueueSize = 1000
 	notifyAttempts  = 4
 	notifyBackoff   = time.Second
-	minNotifySecret = 16
 	// notifySecretKey holds the notify_secret, seal-wrapped (its prefix
 	// is in SealWrapStorage); config itself is not seal-wrapped.
 	notifySecretKey = notifyPrefix + "secret"
@@ -262,7 +261,7 @@ func (b *backend) notifySecret(ctx context.Context, s logical.Storage) (string, 
 // notifyConfigInput applies a config write's notify_url and notify_secret
 // to next (current is the stored config): notify_url must be allowed by
 // the host policy (https, or a host in insecure_http_hosts), needs a
-// notify_secret of at least minNotifySecret characters (stored
+// notify_secret of at least minSigningSecret characters (stored
 // seal-wrapped, apart from config), and a changed notify_url needs the
 // secret in the same write, so signed events never go to a new address
 // under the old key. An empty notify_url turns notifications off.
@@ -278,8 +277,8 @@ func (b *backend) notifyConfigInput(ctx context.Context, s logical.Storage, curr
 	secret := ""
 	if secretSet {
 		secret = rawSecret.(string)
-		if n := utf8.RuneCountInString(secret); n < minNotifySecret {
-			return newError(KindInvalidInput, "field \"notify_secret\" is %d characters long; it must be at least %d", n, minNotifySecret)
+		if n := utf8.RuneCountInString(secret); n < minSigningSecret {
+			return newError(KindInvalidInput, "field \"notify_secret\" is %d characters long; it must be at least %d", n, minSigningSecret)
 		}
 	}
 	if next.NotifyURL != "" {

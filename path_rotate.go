@@ -198,13 +198,13 @@ func (b *backend) pathRotationWrite(ctx context.Context, req *logical.Request, d
 }
 
 // checkWebhookSecret enforces the webhook secret's floor: a supplied secret
-// has at least minWebhookSecret characters (an empty one is allowed only
+// has at least minSigningSecret characters (an empty one is allowed only
 // without a webhook_url), and a policy with a webhook_url that keeps the
 // stored secret needs that one to meet the floor too (secrets stored before
 // it was enforced must be replaced).
 func (b *backend) checkWebhookSecret(ctx context.Context, s logical.Storage, name, webhookURL string, supplied *string) error {
 	short := func(what string) error {
-		return newError(KindInvalidInput, "field \"webhook_secret\": %s; it must be at least %d characters long", what, minWebhookSecret)
+		return newError(KindInvalidInput, "field \"webhook_secret\": %s; it must be at least %d characters long", what, minSigningSecret)
 	}
 	if supplied != nil {
 		switch n := utf8.RuneCountInString(*supplied); {
@@ -212,7 +212,7 @@ func (b *backend) checkWebhookSecret(ctx context.Context, s logical.Storage, nam
 			return nil
 		case n == 0:
 			return short("an empty secret cannot sign webhook requests")
-		case n < minWebhookSecret:
+		case n < minSigningSecret:
 			return short(fmt.Sprintf("the secret is %d characters long", n))
 		}
 		return nil
@@ -230,7 +230,7 @@ func (b *backend) checkWebhookSecret(ctx context.Context, s logical.Storage, nam
 			return storageError("decoding the webhook secret", err)
 		}
 	}
-	if len(ws.Secret) < minWebhookSecret {
+	if utf8.RuneCountInString(ws.Secret) < minSigningSecret {
 		return short("the stored secret is too short; supply a new one")
 	}
 	return nil

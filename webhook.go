@@ -35,7 +35,9 @@ const (
 	webhookTimeout     = 10 * time.Second
 	webhookMaxResponse = 64 << 10
 	webhookSecretKey   = "webhook" // secret/<name>/webhook
-	minWebhookSecret   = 16
+	// minSigningSecret is the floor of every HMAC key the engine signs
+	// requests with (webhook_secret, notify_secret), in characters.
+	minSigningSecret = 16
 )
 
 // webhookSecret is the HMAC key of a credential's webhook, stored
