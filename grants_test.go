@@ -102,9 +102,10 @@ func sameShardName(tb testing.TB, name string) string {
 
 // Item 13: a hanging token endpoint of one credential must not block reads
 // and writes of another credential whose name hashes to the same lock
-// shard, whichever path makes the upstream call.
+// shard, whichever path makes the upstream call (a creds/ write with
+// verify=true included).
 func TestSlowUpstreamDoesNotBlockTheLockShard(t *testing.T) {
-	for _, trigger := range []string{"token read", "refresh one", "refresh due"} {
+	for _, trigger := range []string{"token read", "refresh one", "refresh due", "verify write"} {
 		t.Run(trigger, func(t *testing.T) {
 			e, h := newHangingEnv(t)
 			other := sameShardName(t, "a")
@@ -124,6 +125,8 @@ func TestSlowUpstreamDoesNotBlockTheLockShard(t *testing.T) {
 					_, err = e.request(t, logical.UpdateOperation, "refresh/a", nil)
 				case "refresh due":
 					_, err = e.request(t, logical.UpdateOperation, "refresh", nil)
+				case "verify write": // stores the token it obtains
+					_, err = e.request(t, logical.UpdateOperation, "creds/a", map[string]any{"description": "verified", "verify": true})
 				}
 				hung <- err
 			}()

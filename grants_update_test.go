@@ -50,43 +50,6 @@ func TestVerifyOnUpdateStoresTheIssuedToken(t *testing.T) {
 	require.NotEqual(t, verified, refreshed.Data["access_token"], "the next refresh uses the refresh token verify obtained")
 }
 
-// Item 13 (issue 12): a verify=true write waits for its provider without
-// holding the lock shard other credentials share.
-func TestVerifyDoesNotBlockTheLockShard(t *testing.T) {
-	e, h := newHangingEnv(t)
-	other := sameShardName(t, "v")
-	e.mustRequest(t, logical.CreateOperation, "creds/"+other, map[string]any{"type": "api_key", "api_key": "other-key-1"})
-	h.blocking.Store(true)
-
-	hung := make(chan error, 1)
-	go func() {
-		_, err := e.request(t, logical.CreateOperation, "creds/v", map[string]any{
-			"type": "oauth2", "client_id": "c", "client_secret": "client-secret-v", "token_url": h.URL + "/token", "verify": true})
-		hung <- err
-	}()
-	h.waitArrival(t)
-
-	done := make(chan error, 1)
-	go func() {
-		_, err := e.request(t, logical.UpdateOperation, "creds/"+other, map[string]any{"api_key": "other-key-2"})
-		if err == nil {
-			_, err = e.request(t, logical.ReadOperation, "token/"+other, nil)
-		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(testWait):
-		h.unblock()
-		<-hung
-		t.Fatalf("a write of %q (same lock shard as %q) did not complete while v's verification hung", other, "v")
-	}
-	h.unblock()
-	require.NoError(t, <-hung)
-	require.Contains(t, e.tokenOf(t, "v"), "hang-token-", "the verified token is stored")
-}
-
 // A write to the same credential while its verification waits for the
 // provider is not overwritten by the verifying write.
 func TestVerifyRefusesWhenTheCredentialChangedMeanwhile(t *testing.T) {
