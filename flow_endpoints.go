@@ -106,9 +106,14 @@ func (b *backend) exchangeCode(ctx context.Context, s logical.Storage, cfg *Conf
 }
 
 // startDevice asks the device authorization endpoint for a device code
-// and the user code to show (RFC 8628 section 3.1).
+// and the user code to show (RFC 8628 section 3.1), authenticating the
+// client as its token requests do.
 func (b *backend) startDevice(ctx context.Context, cfg *Config, ep oauthEndpoints, v types.Values) (*oauth2.DeviceAuthResponse, error) {
-	da, err := b.upstream(cfg).DeviceAuth(ctx, upstream.DeviceAuthRequest{ClientID: v.String("client_id"), DeviceURL: ep.DeviceURL, Scopes: ep.Scopes})
+	r, err := flowRequest(ep, v)
+	if err != nil {
+		return nil, invalidInput(err)
+	}
+	da, err := b.upstream(cfg).DeviceAuth(ctx, upstream.DeviceAuthRequest{Request: r, DeviceURL: ep.DeviceURL})
 	if err != nil {
 		return nil, flowCallError(err, KindInvalidInput, "starting the device flow")
 	}

@@ -368,6 +368,31 @@ func startDeviceFlow(tb testing.TB, e *testEnv, srv *oauthserver.Server, name st
 	return resp.Data
 }
 
+// TestDeviceAuthorizationAuthenticatesTheClient: the device authorization
+// request carries the client's authentication (RFC 8628 section 3.1), so a
+// wrong client_secret sent with HTTP Basic is refused by the real
+// authorization server when the flow starts (400 invalid_input), not only
+// at the first poll. Before, the engine sent client_id alone and the start
+// succeeded. (zitadel checks Basic and assertions at this endpoint, not a
+// client_secret in the body; the body style's request is checked in
+// internal/upstream's TestEngineBuiltRequestsAuthenticateTheClient.)
+func TestDeviceAuthorizationAuthenticatesTheClient(t *testing.T) {
+	e, srv := newOAuthEnv(t)
+	id, _ := srv.DeviceClient()
+	for _, style := range []string{"header", "auto"} {
+		_, err := e.request(t, logical.UpdateOperation, "flows/start", map[string]any{
+			"name": "device-" + style, "grant_type": "device_code", "client_id": id, "client_secret": "not-the-secret",
+			"device_url": srv.DeviceURL(), "token_url": srv.TokenURL(), "auth_style": style,
+		})
+		requireKind(t, err, KindInvalidInput)
+		require.Contains(t, err.Error(), "unauthorized_client", style) // zitadel's code for a wrong secret
+		require.NotContains(t, err.Error(), "not-the-secret", style)
+	}
+	started := startDeviceFlow(t, e, srv, "device")
+	require.NotEmpty(t, started["user_code"], "the right secret starts the flow")
+	requireNoCredentials(t, e)
+}
+
 func TestFlowDeviceCodeDenied(t *testing.T) {
 	e, srv := newOAuthEnv(t)
 	started := startDeviceFlow(t, e, srv, "device")

@@ -71,12 +71,13 @@ func (c *Client) Exchange(ctx context.Context, r ExchangeRequest) (*oauth2.Token
 }
 
 // DeviceAuthRequest is a device authorization request (RFC 8628 section
-// 3.1). The engine sends only client_id (and scope): no client
-// authentication.
+// 3.1) at DeviceURL: client_id, scope, and the client authentication of
+// Request (RFC 8628 section 3.1 applies RFC 6749 section 3.2.1 to this
+// endpoint: a confidential client authenticates as at the token endpoint).
+// Request's TokenURL and Grant are not used.
 type DeviceAuthRequest struct {
-	ClientID  string
+	Request
 	DeviceURL string
-	Scopes    []string
 }
 
 // maxDeviceField bounds the strings of a device authorization answer the
@@ -108,8 +109,12 @@ func (c *Client) DeviceAuth(ctx context.Context, r DeviceAuthRequest) (*oauth2.D
 	if len(r.Scopes) > 0 {
 		form.Set("scope", strings.Join(r.Scopes, " "))
 	}
+	auth, err := r.clientAuth(form, r.DeviceURL)
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
-	status, body, err := c.postForm(ctx, DeviceAuthEndpoint, r.DeviceURL, form, nil)
+	status, body, err := c.postForm(ctx, DeviceAuthEndpoint, r.DeviceURL, form, auth)
 	if err != nil {
 		return nil, err
 	}
@@ -194,22 +199,11 @@ func (c *Client) PollDevice(ctx context.Context, r Request, deviceCode string) (
 	ctx, cancel := context.WithTimeout(ctx, FlowCallTimeout)
 	defer cancel()
 	form := url.Values{"grant_type": {DeviceGrantType}, "device_code": {deviceCode}, "client_id": {r.ClientID}}
-	secret := r.ClientSecret
-	if r.ClientKey != nil {
-		secret = "" // private_key_jwt: the assertion authenticates the client
-		if err := clientAssertion(form, r.ClientKey, r.ClientID, firstNonEmpty(r.AssertionAudience, r.TokenURL), time.Now()); err != nil {
-			return nil, err
-		}
+	auth, err := r.clientAuth(form, r.TokenURL)
+	if err != nil {
+		return nil, err
 	}
-	if secret != "" && r.AuthStyle == "body" {
-		form.Set("client_secret", secret)
-	}
-	var basic func(*http.Request)
-	if secret != "" && r.AuthStyle != "body" {
-		// RFC 6749 section 2.3.1: form-encode, then HTTP Basic.
-		basic = func(req *http.Request) { req.SetBasicAuth(url.QueryEscape(r.ClientID), url.QueryEscape(secret)) }
-	}
-	status, body, err := c.postForm(ctx, TokenEndpoint, r.TokenURL, form, basic)
+	status, body, err := c.postForm(ctx, TokenEndpoint, r.TokenURL, form, auth)
 	if err != nil {
 		return nil, err
 	}
@@ -226,6 +220,28 @@ func (c *Client) PollDevice(ctx context.Context, r Request, deviceCode string) (
 	}
 	tok := &oauth2.Token{AccessToken: ans.AccessToken, TokenType: ans.TokenType, RefreshToken: ans.RefreshToken, ExpiresIn: cappedSeconds(ans.ExpiresIn.String())}
 	return &DevicePoll{Token: tok}, nil
+}
+
+// clientAuth adds r's client authentication for a request to endpointURL
+// that the engine builds itself (device authorization, device polling,
+// revocation): a fresh client assertion in form (private_key_jwt, its aud
+// AssertionAudience or endpointURL), client_secret in form (auth_style
+// body), or HTTP Basic (any other style), form-encoding id and secret first
+// (RFC 6749 section 2.3.1). A client without a secret or key (a public
+// client) sends no authentication; so does Basic with an empty secret. It
+// returns the function that sets the request's header, nil when none.
+func (r Request) clientAuth(form url.Values, endpointURL string) (func(*http.Request), error) {
+	switch {
+	case r.ClientKey != nil:
+		return nil, clientAssertion(form, r.ClientKey, r.ClientID, firstNonEmpty(r.AssertionAudience, endpointURL), time.Now())
+	case r.ClientSecret == "":
+		return nil, nil
+	case r.AuthStyle == "body":
+		form.Set("client_secret", r.ClientSecret)
+		return nil, nil
+	}
+	id, secret := url.QueryEscape(r.ClientID), url.QueryEscape(r.ClientSecret)
+	return func(req *http.Request) { req.SetBasicAuth(id, secret) }, nil
 }
 
 // postForm POSTs form to endpointURL (the endpoint named endpoint) and

@@ -45,7 +45,7 @@ var endpointCalls = map[string]func(ctx context.Context, c *Client, url string) 
 		return err
 	},
 	"device authorization": func(ctx context.Context, c *Client, url string) error {
-		_, err := c.DeviceAuth(ctx, DeviceAuthRequest{ClientID: "c", DeviceURL: url})
+		_, err := c.DeviceAuth(ctx, DeviceAuthRequest{Request: Request{ClientID: "c"}, DeviceURL: url})
 		return err
 	},
 	"device poll": func(ctx context.Context, c *Client, url string) error {
@@ -152,7 +152,7 @@ func TestDevicePollStates(t *testing.T) {
 func TestDeviceSecondsAreCapped(t *testing.T) {
 	const huge = "9300000000" // seconds whose nanoseconds overflow an int64
 	srv := newAnswerServer(t, 200, `{"device_code":"d","user_code":"u","verification_uri":"https://idp.example/device","expires_in":`+huge+`,"interval":`+huge+`}`)
-	da, err := New(loopbackPolicy, nil).DeviceAuth(t.Context(), DeviceAuthRequest{ClientID: "c", DeviceURL: srv.URL})
+	da, err := New(loopbackPolicy, nil).DeviceAuth(t.Context(), DeviceAuthRequest{Request: Request{ClientID: "c"}, DeviceURL: srv.URL})
 	require.NoError(t, err)
 	require.EqualValues(t, MaxExpiresIn, da.Interval)
 	require.True(t, da.Expiry.After(time.Now().Add(60*365*24*time.Hour)), "expiry %s", da.Expiry)
@@ -172,7 +172,7 @@ func TestDeviceAnswerIsChecked(t *testing.T) {
 		`{"device_code":"` + strings.Repeat("d", 3000) + `","user_code":"u","verification_uri":"https://x/"}`: "too long",
 	} {
 		srv := newAnswerServer(t, 200, body)
-		_, err := New(loopbackPolicy, nil).DeviceAuth(t.Context(), DeviceAuthRequest{ClientID: "c", DeviceURL: srv.URL})
+		_, err := New(loopbackPolicy, nil).DeviceAuth(t.Context(), DeviceAuthRequest{Request: Request{ClientID: "c"}, DeviceURL: srv.URL})
 		var ue *Error
 		require.ErrorAs(t, err, &ue)
 		require.True(t, ue.Permanent)

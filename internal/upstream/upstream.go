@@ -376,27 +376,25 @@ func redact(raw string) string {
 }
 
 // Revoke asks a revocation endpoint (RFC 7009) to revoke a token, with the
-// client authentication of r. hint is "access_token" or "refresh_token".
+// client authentication of r (see clientAuth); a client that does not
+// authenticate with HTTP Basic names itself with client_id in the body.
+// hint is "access_token" or "refresh_token".
 func (c *Client) Revoke(ctx context.Context, r Request, revocationURL, token, hint string) error {
 	form := url.Values{"token": {token}, "token_type_hint": {hint}}
-	if r.ClientKey != nil {
+	auth, err := r.clientAuth(form, revocationURL)
+	if err != nil {
+		return err
+	}
+	if auth == nil {
 		form.Set("client_id", r.ClientID)
-		if err := clientAssertion(form, r.ClientKey, r.ClientID, firstNonEmpty(r.AssertionAudience, revocationURL), time.Now()); err != nil {
-			return err
-		}
-	} else if r.AuthStyle == "body" {
-		form.Set("client_id", r.ClientID)
-		if r.ClientSecret != "" {
-			form.Set("client_secret", r.ClientSecret)
-		}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, revocationURL, strings.NewReader(form.Encode()))
 	if err != nil {
 		return &Error{Reason: "invalid revocation URL", Permanent: true}
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if r.ClientKey == nil && r.AuthStyle != "body" {
-		req.SetBasicAuth(url.QueryEscape(r.ClientID), url.QueryEscape(r.ClientSecret))
+	if auth != nil {
+		auth(req)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
