@@ -190,6 +190,12 @@ var (
 		"Audit events lost to a full buffer since the plugin started.", nil, nil)
 	descAuditFailing = prometheus.NewDesc("nebula_audit_write_failing",
 		"1 when the last write of audit events to storage failed, else 0.", nil, nil)
+	descNotifications = prometheus.NewDesc("nebula_notifications_total",
+		"Notification events (config notify_url) since the plugin started, by outcome: sent, failed (not delivered after its retries), dropped (the queue was full).", []string{"outcome"}, nil)
+	descNotificationsPending = prometheus.NewDesc("nebula_notifications_pending",
+		"Notification events queued on this node, not yet delivered.", nil, nil)
+	descNeedsReconnect = prometheus.NewDesc("nebula_needs_reconnect_marked_total",
+		"Credentials marked needs_reconnect (a dead grant) since the plugin started.", nil, nil)
 )
 
 // engineCollector is a prometheus.Collector over the engine's counters and
@@ -203,7 +209,7 @@ type engineCollector struct {
 func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descTokenReads, descCacheHits, descCacheMisses, descCacheSize, descRefreshes,
 		descRefreshDuration, descInFlight, descWaiting, descRotations, descCredentials, descFlows, descMirrors,
-		descAuditBuffered, descAuditDropped, descAuditFailing} {
+		descAuditBuffered, descAuditDropped, descAuditFailing, descNotifications, descNotificationsPending, descNeedsReconnect} {
 		ch <- d
 	}
 }
@@ -261,6 +267,13 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 		failing = 1
 	}
 	constant(descAuditFailing, prometheus.GaugeValue, failing)
+
+	n := &c.b.notifier
+	constant(descNotifications, prometheus.CounterValue, float64(n.sent.Load()), "sent")
+	constant(descNotifications, prometheus.CounterValue, float64(n.failed.Load()), "failed")
+	constant(descNotifications, prometheus.CounterValue, float64(n.dropped.Load()), "dropped")
+	constant(descNotificationsPending, prometheus.GaugeValue, float64(len(n.queue)))
+	constant(descNeedsReconnect, prometheus.CounterValue, float64(n.deadGrants.Load()))
 }
 
 // prometheusResponse answers the metrics in the Prometheus text exposition

@@ -3,6 +3,7 @@ package nebula
 import (
 	"bytes"
 	"context"
+	"net/http"
 	"sort"
 	"strings"
 	"testing"
@@ -123,19 +124,22 @@ func TestMetricsPrometheusFamilies(t *testing.T) {
 	body, families := scrape(t, e)
 
 	types := map[string]dto.MetricType{
-		"nebula_token_reads_total":          dto.MetricType_COUNTER,
-		"nebula_cache_hits_total":           dto.MetricType_COUNTER,
-		"nebula_cache_misses_total":         dto.MetricType_COUNTER,
-		"nebula_cache_size":                 dto.MetricType_GAUGE,
-		"nebula_refreshes_total":            dto.MetricType_COUNTER,
-		"nebula_refresh_duration_seconds":   dto.MetricType_HISTOGRAM,
-		"nebula_rotations_total":            dto.MetricType_COUNTER,
-		"nebula_credentials":                dto.MetricType_GAUGE,
-		"nebula_flows":                      dto.MetricType_GAUGE,
-		"nebula_mirror_credentials":         dto.MetricType_GAUGE,
-		"nebula_audit_events_buffered":      dto.MetricType_GAUGE,
-		"nebula_audit_events_dropped_total": dto.MetricType_COUNTER,
-		"nebula_audit_write_failing":        dto.MetricType_GAUGE,
+		"nebula_token_reads_total":            dto.MetricType_COUNTER,
+		"nebula_cache_hits_total":             dto.MetricType_COUNTER,
+		"nebula_cache_misses_total":           dto.MetricType_COUNTER,
+		"nebula_cache_size":                   dto.MetricType_GAUGE,
+		"nebula_refreshes_total":              dto.MetricType_COUNTER,
+		"nebula_refresh_duration_seconds":     dto.MetricType_HISTOGRAM,
+		"nebula_rotations_total":              dto.MetricType_COUNTER,
+		"nebula_credentials":                  dto.MetricType_GAUGE,
+		"nebula_flows":                        dto.MetricType_GAUGE,
+		"nebula_mirror_credentials":           dto.MetricType_GAUGE,
+		"nebula_audit_events_buffered":        dto.MetricType_GAUGE,
+		"nebula_audit_events_dropped_total":   dto.MetricType_COUNTER,
+		"nebula_audit_write_failing":          dto.MetricType_GAUGE,
+		"nebula_notifications_total":          dto.MetricType_COUNTER,
+		"nebula_notifications_pending":        dto.MetricType_GAUGE,
+		"nebula_needs_reconnect_marked_total": dto.MetricType_COUNTER,
 	}
 	for name, typ := range types {
 		require.Contains(t, families, name)
@@ -167,6 +171,8 @@ func TestMetricsPrometheusFamilies(t *testing.T) {
 	require.EqualValues(t, 0, sample(t, families, "nebula_audit_events_dropped_total"))
 	require.EqualValues(t, 0, sample(t, families, "nebula_audit_write_failing"))
 	require.Greater(t, sample(t, families, "nebula_audit_events_buffered"), 0.0)
+	require.EqualValues(t, 1, sample(t, families, "nebula_needs_reconnect_marked_total"), "rejected-oauth")
+	require.EqualValues(t, 0, sample(t, families, "nebula_notifications_total", "outcome", "sent"), "no notify_url")
 
 	// The histogram's buckets are cumulative and end at the count.
 	h := families["nebula_refresh_duration_seconds"].GetMetric()[0].GetHistogram()
@@ -183,6 +189,55 @@ func TestMetricsPrometheusFamilies(t *testing.T) {
 		"payments-api-key", "ledger-basic", "billing-oauth", "rejected-oauth", "missing-cred") {
 		require.NotContains(t, body, s)
 	}
+}
+
+// TestMetricsPrometheusNotifications: the notification counters of the
+// JSON metrics are families of the scrape, with the same values: sent and
+// failed deliveries to a receiver, then a queue filled past its bound with
+// no deliverer running (pending and dropped).
+func TestMetricsPrometheusNotifications(t *testing.T) {
+	same := func(t *testing.T, e *testEnv) map[string]*dto.MetricFamily {
+		t.Helper()
+		m := e.mustRequest(t, logical.ReadOperation, "metrics", nil).Data
+		_, families := scrape(t, e)
+		for outcome, key := range map[string]string{"sent": "notifications_sent", "failed": "notifications_failed", "dropped": "notifications_dropped"} {
+			require.EqualValues(t, m[key], sample(t, families, "nebula_notifications_total", "outcome", outcome), outcome)
+		}
+		require.EqualValues(t, m["notifications_pending"], sample(t, families, "nebula_notifications_pending"))
+		require.EqualValues(t, m["needs_reconnect_marked"], sample(t, families, "nebula_needs_reconnect_marked_total"))
+		return families
+	}
+	t.Run("delivered and failed", func(t *testing.T) {
+		e := newTestBackend(t)
+		rcv := withNotifications(t, e)
+		c := &credential{Name: "svc", Type: "api_key"}
+		e.b.notify(t.Context(), e.storage, eventRotationFailed, c, "")
+		e.b.notify(t.Context(), e.storage, eventRefreshFailed, c, "")
+		rcv.wait(t, 2)
+		waitFor(t, "two deliveries counted", func() bool { return e.b.notifier.sent.Load() == 2 })
+		rcv.mu.Lock()
+		rcv.status = http.StatusServiceUnavailable
+		rcv.mu.Unlock()
+		e.b.notify(t.Context(), e.storage, eventRotationFailed, c, "")
+		rcv.wait(t, notifyAttempts)
+		waitFor(t, "the failed delivery counted", func() bool { return e.b.notifier.failed.Load() == 1 })
+		families := same(t, e)
+		require.EqualValues(t, 2, sample(t, families, "nebula_notifications_total", "outcome", "sent"))
+		require.EqualValues(t, 1, sample(t, families, "nebula_notifications_total", "outcome", "failed"))
+	})
+	t.Run("queued and dropped", func(t *testing.T) {
+		e := newTestBackend(t)
+		e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{
+			"notify_url": "https://receiver.example/events", "notify_secret": testNotifySecret,
+		})
+		c := &credential{Name: "svc", Type: "oauth2"}
+		for range notifyQueueSize + 3 {
+			e.b.notify(t.Context(), e.storage, eventRefreshFailed, c, "")
+		}
+		families := same(t, e)
+		require.EqualValues(t, notifyQueueSize, sample(t, families, "nebula_notifications_pending"))
+		require.EqualValues(t, 3, sample(t, families, "nebula_notifications_total", "outcome", "dropped"))
+	})
 }
 
 func TestMetricsFormatField(t *testing.T) {

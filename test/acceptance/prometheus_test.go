@@ -242,7 +242,8 @@ scrape_configs:
 		"nebula_token_reads_total", "nebula_cache_hits_total", "nebula_cache_misses_total", "nebula_cache_size",
 		"nebula_refreshes_total", "nebula_refresh_duration_seconds_bucket", "nebula_refresh_duration_seconds_count",
 		"nebula_rotations_total", "nebula_credentials", "nebula_audit_events_buffered", "nebula_audit_events_dropped_total",
-		"nebula_audit_write_failing",
+		"nebula_audit_write_failing", "nebula_notifications_total", "nebula_notifications_pending",
+		"nebula_needs_reconnect_marked_total",
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("prometheus has no %s; it has %v", want, names)
