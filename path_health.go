@@ -37,7 +37,7 @@ func pathHealth(b *backend) []*framework.Path {
 				logical.ReadOperation: &framework.PathOperation{Callback: b.pathMetricsRead, Responses: metricsResponses},
 			},
 			HelpSynopsis:    "Read the engine's metrics.",
-			HelpDescription: "Credential totals from storage; counters (token reads, cache hits, refreshes, rotations, audit events dropped) of this node since the plugin started. format=prometheus answers the nebula_* families in the Prometheus text exposition format (labels carry no credential name nor secret).",
+			HelpDescription: "Credential totals from storage; counters (token reads, cache hits, refreshes, rotations, audit events dropped) of the active node since the plugin started (a node that cannot write forwards the read). format=prometheus answers the nebula_* families in the Prometheus text exposition format (labels carry no credential name nor secret).",
 		},
 		{
 			Pattern:      "metrics/(?P<name>[^/]+)$",
@@ -49,7 +49,7 @@ func pathHealth(b *backend) []*framework.Path {
 				logical.ReadOperation: &framework.PathOperation{Callback: b.pathCredMetricsRead, Responses: credentialMetricsResponses},
 			},
 			HelpSynopsis:    "Read one credential's metrics.",
-			HelpDescription: "usage_count, last_used, refresh_count and last_refresh (this node, since the plugin started), last_error and next_rotation_at (from storage).",
+			HelpDescription: "usage_count, last_used, refresh_count and last_refresh (the active node, since the plugin started), last_error and next_rotation_at (from storage).",
 		},
 	}
 }
@@ -89,7 +89,23 @@ func credentialIssues(c *credential, now time.Time) []healthIssue {
 	return issues
 }
 
+// operatorReadOnActive answers logical.ErrReadOnly on a node that cannot
+// write (an OpenBao standby serving reads, a Vault performance standby), so
+// the host forwards health and metrics reads to the active node: the node
+// that runs background refresh, rotations, mirrors and the audit flusher,
+// and whose counters and summaries are the cluster's. A standby's own
+// answer would depend on which node a load balancer picked.
+func (b *backend) operatorReadOnActive() error {
+	if !b.writable() {
+		return logical.ErrReadOnly
+	}
+	return nil
+}
+
 func (b *backend) pathHealthRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	if err := b.operatorReadOnActive(); err != nil {
+		return nil, err
+	}
 	now := b.now()
 	// From the summaries (summary.go), not a scan of storage.
 	issues, err := b.summary.issuesAt(ctx, req.Storage, b.eachMirrorState, now)
@@ -141,6 +157,9 @@ func (b *backend) extraHealthIssues(ctx context.Context, s logical.Storage) []he
 }
 
 func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := b.operatorReadOnActive(); err != nil {
+		return nil, err
+	}
 	switch d.Get("format").(string) {
 	case "json":
 	case "prometheus":
@@ -182,6 +201,9 @@ func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, d *
 }
 
 func (b *backend) pathCredMetricsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := b.operatorReadOnActive(); err != nil {
+		return nil, err
+	}
 	c, err := loadCredentialRequired(ctx, req.Storage, d.Get("name").(string))
 	if err != nil {
 		return nil, err

@@ -247,7 +247,7 @@ var metricsResponses = map[int][]framework.Response{http.StatusOK: {
 // credentialMetricsResponses answers metrics/<name> reads.
 var credentialMetricsResponses = respOK("One credential's metrics.", map[string]*framework.FieldSchema{
 	"name":             always(framework.TypeString, "Name of the credential."),
-	"usage_count":      always(framework.TypeInt64, "Token reads served by this node."),
+	"usage_count":      always(framework.TypeInt64, "Token reads served by the active node since the plugin started (standbys forward metrics reads)."),
 	"last_used":        always(framework.TypeTime, "Last token read on this node; null when none."),
 	"refresh_count":    always(framework.TypeInt64, "Upstream token requests made by this node."),
 	"last_refresh":     always(framework.TypeTime, "Last upstream token request on this node; null when none."),

@@ -60,6 +60,15 @@ func TestStandbyTokenReads(t *testing.T) {
 	require.ErrorIs(t, err, logical.ErrReadOnly, "audit query on a standby")
 	_, err = handle(logical.UpdateOperation, "audit/export", map[string]any{"format": "csv"})
 	require.ErrorIs(t, err, logical.ErrReadOnly, "audit export on a standby")
+	// Health and metrics are the active node's: it runs the background
+	// work and holds the counters of forwarded reads.
+	for _, r := range []struct {
+		path string
+		data map[string]any
+	}{{"health", nil}, {"metrics", nil}, {"metrics", map[string]any{"format": "prometheus"}}, {"metrics/k", nil}} {
+		resp, err := handle(logical.ReadOperation, r.path, r.data)
+		require.ErrorIs(t, err, logical.ErrReadOnly, "%s %v on a standby (answered %v)", r.path, r.data, resp)
+	}
 
 	active()
 	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"standby_token_reads": "local"})

@@ -3,6 +3,7 @@ package acceptance
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -149,6 +150,33 @@ func TestOpenBaoStandbyReads(t *testing.T) {
 		}
 		if seen[""] != 1 {
 			t.Errorf("%d read_token events without execution_id; want 1 (the first read)", seen[""])
+		}
+	})
+
+	t.Run("health and metrics through any node are the active node's", func(t *testing.T) {
+		// Standbys forward these reads: the counters of the forwarded token
+		// reads above are on the active node only, so a standby answering
+		// itself would show (almost) none of them. (That health is forwarded
+		// too is checked in the unit TestStandbyTokenReads: its answer on a
+		// standby would look the same here.)
+		want := mustRead(t, haAPI(active), mount+"/metrics")
+		reads, err := strconv.Atoi(field(want.Data, "token_reads"))
+		if err != nil || reads < obReads+obValidReads {
+			t.Fatalf("active node's token_reads %q; want at least %d", field(want.Data, "token_reads"), obReads+obValidReads)
+		}
+		for _, v := range []*harness.Vault{standbyA, standbyB} {
+			got := mustRead(t, haAPI(v), mount+"/metrics")
+			for _, k := range []string{"token_reads", "total_credentials"} { // only this test changes them now
+				if field(got.Data, k) != field(want.Data, k) {
+					t.Errorf("metrics %s through %s: %q; the active node answers %q", k, v.Addr, field(got.Data, k), field(want.Data, k))
+				}
+			}
+			if h := mustRead(t, haAPI(v), mount+"/health"); field(h.Data, "status") == "" {
+				t.Errorf("health through %s answered no status: %v", v.Addr, h.Data)
+			}
+			if m := mustRead(t, haAPI(v), mount+"/metrics/"+oauth); field(m.Data, "usage_count") == "0" {
+				t.Errorf("metrics/%s through %s: usage_count 0; the active node served the reads", oauth, v.Addr)
+			}
 		}
 	})
 
