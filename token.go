@@ -329,12 +329,11 @@ func (b *backend) upstream(cfg *Config) *upstream.Client {
 	b.upstreamMu.Lock()
 	defer b.upstreamMu.Unlock()
 	if b.upstreamClient == nil || b.upstreamCfg != cfg {
-		b.upstreamClient = upstream.New(cfg, b.upstreamRoots)
-		b.upstreamClient.Attempts = b.upstreamAttempts
-		b.upstreamClient.Backoff = b.upstreamBackoff
 		// One set of per-host slots and pauses whatever the config: a
 		// client built for a new config must not get fresh slots.
-		b.upstreamClient.SetHostLimiter(b.hostLimits)
+		b.upstreamClient = upstream.New(cfg, b.upstreamRoots, b.hostLimits)
+		b.upstreamClient.Attempts = b.upstreamAttempts
+		b.upstreamClient.Backoff = b.upstreamBackoff
 		b.hostLimits.SetLimit(cfg.UpstreamConcurrencyPerHost)
 		b.upstreamCfg = cfg
 	}

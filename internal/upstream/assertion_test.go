@@ -156,7 +156,7 @@ func startFormServer(tb testing.TB) *formServer {
 }
 
 func testClient() *Client {
-	c := New(loopbackPolicy, nil)
+	c := New(loopbackPolicy, nil, nil)
 	c.Backoff = time.Millisecond
 	return c
 }

@@ -82,7 +82,7 @@ func TestOneTransientRule(t *testing.T) {
 			}
 			t.Run(tc.name+"/"+call, func(t *testing.T) {
 				srv := newAnswerServer(t, tc.status, tc.body)
-				c := New(loopbackPolicy, nil)
+				c := New(loopbackPolicy, nil, nil)
 				c.Attempts, c.Backoff = 2, time.Millisecond
 				err := do(t.Context(), c, srv.URL)
 				var ue *Error
@@ -101,7 +101,7 @@ func TestOneTransientRule(t *testing.T) {
 		t.Run("no answer/"+call, func(t *testing.T) {
 			srv := newAnswerServer(t, 200, "")
 			srv.Close()
-			c := New(loopbackPolicy, nil)
+			c := New(loopbackPolicy, nil, nil)
 			c.Attempts, c.Backoff = 1, time.Millisecond
 			var ue *Error
 			require.ErrorAs(t, do(t.Context(), c, srv.URL), &ue)
@@ -120,7 +120,7 @@ func TestEndpointNamedInErrors(t *testing.T) {
 	}
 	for call, do := range endpointCalls {
 		srv := newAnswerServer(t, 400, `{"error":"invalid_grant","error_description":"secret detail"}`)
-		err := do(t.Context(), New(loopbackPolicy, nil), srv.URL)
+		err := do(t.Context(), New(loopbackPolicy, nil, nil), srv.URL)
 		require.EqualError(t, err, want[call], call)
 	}
 }
@@ -131,14 +131,14 @@ func TestEndpointNamedInErrors(t *testing.T) {
 func TestDevicePollStates(t *testing.T) {
 	for _, state := range []string{DevicePending, DeviceSlowDown} {
 		srv := newAnswerServer(t, 400, `{"error":"`+state+`"}`)
-		poll, err := New(loopbackPolicy, nil).PollDevice(t.Context(), Request{ClientID: "c", TokenURL: srv.URL}, "dev")
+		poll, err := New(loopbackPolicy, nil, nil).PollDevice(t.Context(), Request{ClientID: "c", TokenURL: srv.URL}, "dev")
 		require.NoError(t, err)
 		require.Equal(t, state, poll.State)
 		require.Nil(t, poll.Token)
 	}
 	for _, code := range []string{"expired_token", "access_denied"} {
 		srv := newAnswerServer(t, 400, `{"error":"`+code+`"}`)
-		_, err := New(loopbackPolicy, nil).PollDevice(t.Context(), Request{ClientID: "c", TokenURL: srv.URL}, "dev")
+		_, err := New(loopbackPolicy, nil, nil).PollDevice(t.Context(), Request{ClientID: "c", TokenURL: srv.URL}, "dev")
 		var ue *Error
 		require.ErrorAs(t, err, &ue)
 		require.Equal(t, code, ue.Code)
@@ -152,13 +152,13 @@ func TestDevicePollStates(t *testing.T) {
 func TestDeviceSecondsAreCapped(t *testing.T) {
 	const huge = "9300000000" // seconds whose nanoseconds overflow an int64
 	srv := newAnswerServer(t, 200, `{"device_code":"d","user_code":"u","verification_uri":"https://idp.example/device","expires_in":`+huge+`,"interval":`+huge+`}`)
-	da, err := New(loopbackPolicy, nil).DeviceAuth(t.Context(), DeviceAuthRequest{Request: Request{ClientID: "c"}, DeviceURL: srv.URL})
+	da, err := New(loopbackPolicy, nil, nil).DeviceAuth(t.Context(), DeviceAuthRequest{Request: Request{ClientID: "c"}, DeviceURL: srv.URL})
 	require.NoError(t, err)
 	require.EqualValues(t, MaxExpiresIn, da.Interval)
 	require.True(t, da.Expiry.After(time.Now().Add(60*365*24*time.Hour)), "expiry %s", da.Expiry)
 
 	srv = newAnswerServer(t, 200, `{"access_token":"at","token_type":"bearer","expires_in":`+huge+`}`)
-	poll, err := New(loopbackPolicy, nil).PollDevice(t.Context(), Request{ClientID: "c", TokenURL: srv.URL}, "dev")
+	poll, err := New(loopbackPolicy, nil, nil).PollDevice(t.Context(), Request{ClientID: "c", TokenURL: srv.URL}, "dev")
 	require.NoError(t, err)
 	require.EqualValues(t, MaxExpiresIn, TokenExpiresIn(poll.Token))
 }
@@ -172,7 +172,7 @@ func TestDeviceAnswerIsChecked(t *testing.T) {
 		`{"device_code":"` + strings.Repeat("d", 3000) + `","user_code":"u","verification_uri":"https://x/"}`: "too long",
 	} {
 		srv := newAnswerServer(t, 200, body)
-		_, err := New(loopbackPolicy, nil).DeviceAuth(t.Context(), DeviceAuthRequest{Request: Request{ClientID: "c"}, DeviceURL: srv.URL})
+		_, err := New(loopbackPolicy, nil, nil).DeviceAuth(t.Context(), DeviceAuthRequest{Request: Request{ClientID: "c"}, DeviceURL: srv.URL})
 		var ue *Error
 		require.ErrorAs(t, err, &ue)
 		require.True(t, ue.Permanent)

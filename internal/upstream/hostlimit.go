@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -151,22 +150,20 @@ func (l *HostLimiter) MaxInFlight() int {
 // Wrap returns a RoundTripper sending requests through next within the
 // limiter's bounds.
 func (l *HostLimiter) Wrap(next http.RoundTripper) http.RoundTripper {
-	t := &limitedTransport{next: next}
-	t.limiter.Store(l)
-	return t
+	return &limitedTransport{next: next, limiter: l}
 }
 
 // limitedTransport is a RoundTripper bounded by a HostLimiter.
 type limitedTransport struct {
 	next    http.RoundTripper
-	limiter atomic.Pointer[HostLimiter]
+	limiter *HostLimiter
 }
 
 // RoundTrip waits for a slot of the request's host, sends the request,
 // pauses the host on a 429 or 503 with Retry-After, and frees the slot when
 // the response body is read or closed.
 func (t *limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	l := t.limiter.Load()
+	l := t.limiter
 	key := hostKey(req.URL)
 	if err := l.acquire(req.Context(), key); err != nil {
 		return nil, err
@@ -408,10 +405,13 @@ func isDigits(s string) bool {
 	return s != ""
 }
 
-// limitHosts puts c's requests under a HostLimiter with the default limit
-// (New calls it last).
-func limitHosts(c *Client) *Client {
-	c.http.Transport = NewHostLimiter(DefaultConcurrencyPerHost).Wrap(c.http.Transport)
+// limitHosts puts c's requests under l, or a new HostLimiter with the
+// default limit when l is nil (New calls it last).
+func limitHosts(c *Client, l *HostLimiter) *Client {
+	if l == nil {
+		l = NewHostLimiter(DefaultConcurrencyPerHost)
+	}
+	c.http.Transport = l.Wrap(c.http.Transport)
 	return c
 }
 
@@ -419,17 +419,7 @@ func limitHosts(c *Client) *Client {
 // not built by New.
 func (c *Client) HostLimiter() *HostLimiter {
 	if t, ok := c.http.Transport.(*limitedTransport); ok {
-		return t.limiter.Load()
+		return t.limiter
 	}
 	return nil
-}
-
-// SetHostLimiter makes c's requests count against l instead of c's own
-// limiter, so the clients a backend builds over time (one per
-// configuration) share one set of per-host slots and pauses. Requests
-// already in flight finish against the old limiter.
-func (c *Client) SetHostLimiter(l *HostLimiter) {
-	if t, ok := c.http.Transport.(*limitedTransport); ok && l != nil {
-		t.limiter.Store(l)
-	}
 }

@@ -476,24 +476,28 @@ func TestHostKey(t *testing.T) {
 }
 
 // TestClientTokenCallsShareTheLimiter shows Token requests of a Client
-// count against the limiter New installs, and against a shared one after
-// SetHostLimiter.
+// count against the limiter passed to New, and against a default one of
+// its own without.
 func TestClientTokenCallsShareTheLimiter(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"access_token":"a","token_type":"bearer","expires_in":3600}`)
 	}))
 	defer srv.Close()
-	c := limitHosts(&Client{http: &http.Client{Transport: cleanhttp.DefaultPooledTransport(), Timeout: DefaultTimeout}, Attempts: 1})
-	require.NotNil(t, c.HostLimiter())
-	require.Equal(t, DefaultConcurrencyPerHost, c.HostLimiter().Limit())
+	own := New(loopbackPolicy, nil, nil)
+	require.NotNil(t, own.HostLimiter())
+	require.Equal(t, DefaultConcurrencyPerHost, own.HostLimiter().Limit())
 
 	shared := NewHostLimiter(3)
-	c.SetHostLimiter(shared)
-	require.Same(t, shared, c.HostLimiter())
-	_, err := c.Token(context.Background(), Request{Grant: "client_credentials", ClientID: "c", ClientSecret: "s", TokenURL: srv.URL + "/token"})
-	require.NoError(t, err)
+	a, b := New(loopbackPolicy, nil, shared), New(loopbackPolicy, nil, shared)
+	require.Same(t, shared, a.HostLimiter())
+	require.Same(t, shared, b.HostLimiter())
+	for _, c := range []*Client{a, b} {
+		_, err := c.Token(context.Background(), Request{Grant: "client_credentials", ClientID: "c", ClientSecret: "s", TokenURL: srv.URL + "/token"})
+		require.NoError(t, err)
+	}
 	require.Equal(t, 1, shared.MaxInFlight())
+	require.Zero(t, own.HostLimiter().MaxInFlight(), "another client's requests are not counted")
 }
 
 // TestTokenRetryWaitsForRetryAfter: a token endpoint answering 429 with
@@ -517,7 +521,7 @@ func TestTokenRetryWaitsForRetryAfter(t *testing.T) {
 		_, _ = io.WriteString(w, `{"access_token":"a","token_type":"bearer","expires_in":3600}`)
 	}))
 	defer srv.Close()
-	c := limitHosts(&Client{http: &http.Client{Transport: cleanhttp.DefaultPooledTransport(), Timeout: DefaultTimeout}, Attempts: 2, Backoff: time.Millisecond})
+	c := limitHosts(&Client{http: &http.Client{Transport: cleanhttp.DefaultPooledTransport(), Timeout: DefaultTimeout}, Attempts: 2, Backoff: time.Millisecond}, nil)
 	fc := useFakeClock(c.HostLimiter())
 
 	done := make(chan error, 1)

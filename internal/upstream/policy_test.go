@@ -43,7 +43,7 @@ func anyHTTPS(scheme, _ string) bool { return scheme == "https" }
 func TestUnlistedLoopbackIsNotDialled(t *testing.T) {
 	srv := newCountingTLSServer(t)
 	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	c := New(testPolicy{allowed: anyHTTPS}, srv.roots().TLSClientConfig.RootCAs)
+	c := New(testPolicy{allowed: anyHTTPS}, srv.roots().TLSClientConfig.RootCAs, nil)
 	c.Attempts = 1
 	for _, tokenURL := range []string{
 		srv.URL + "/token",
@@ -63,7 +63,7 @@ func TestUnlistedLoopbackIsNotDialled(t *testing.T) {
 	require.Zero(t, srv.accepted.Load())
 
 	// The same server, listed, is called.
-	listed := New(testPolicy{allowed: anyHTTPS, listed: []string{"127.0.0.1"}}, srv.roots().TLSClientConfig.RootCAs)
+	listed := New(testPolicy{allowed: anyHTTPS, listed: []string{"127.0.0.1"}}, srv.roots().TLSClientConfig.RootCAs, nil)
 	tok, err := listed.Token(context.Background(), Request{Grant: "client_credentials", ClientID: "c", ClientSecret: "s", TokenURL: srv.URL + "/token"})
 	require.NoError(t, err)
 	require.Equal(t, "at", tok.AccessToken)

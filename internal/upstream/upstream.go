@@ -87,11 +87,13 @@ const (
 )
 
 // New returns a Client whose requests go only where policy allows (see
-// NewTransport), through a per-host limit of requests in flight
-// (HostLimiter). roots, when not nil, replaces the system's trusted CAs
-// (tests, private CAs).
-func New(policy Policy, roots *x509.CertPool) *Client {
-	return limitHosts(&Client{http: NewHTTPClient(policy, roots), Attempts: DefaultAttempts, Backoff: DefaultBackoff})
+// NewTransport), through a per-host limit of requests in flight: limits,
+// or a HostLimiter of its own with the default limit when limits is nil.
+// A backend passes its one limiter to every client it builds (one per
+// configuration), so they share the per-host slots and pauses. roots, when
+// not nil, replaces the system's trusted CAs (tests, private CAs).
+func New(policy Policy, roots *x509.CertPool, limits *HostLimiter) *Client {
+	return limitHosts(&Client{http: NewHTTPClient(policy, roots), Attempts: DefaultAttempts, Backoff: DefaultBackoff}, limits)
 }
 
 // HTTPClient is the policy-enforcing HTTP client, for other upstream calls

@@ -49,7 +49,7 @@ func TestCheckURL(t *testing.T) {
 }
 
 func TestPolicyRefusesBeforeConnecting(t *testing.T) {
-	c := New(testPolicy{allowed: func(string, string) bool { return false }}, nil)
+	c := New(testPolicy{allowed: func(string, string) bool { return false }}, nil, nil)
 	_, err := c.Token(context.Background(), Request{Grant: "client_credentials", ClientID: "c", ClientSecret: "s", TokenURL: "http://127.0.0.1:9/token"})
 	var ue *Error
 	require.ErrorAs(t, err, &ue)
@@ -66,7 +66,7 @@ func TestErrorsCarryNoBody(t *testing.T) {
 		fmt.Fprint(w, `{"error":"invalid_client","error_description":"secret s3cr3t-echo is wrong"}`)
 	}))
 	t.Cleanup(srv.Close)
-	c := New(loopbackPolicy, nil)
+	c := New(loopbackPolicy, nil, nil)
 	c.Backoff = time.Millisecond
 	_, err := c.Token(context.Background(), Request{Grant: "client_credentials", ClientID: "c", ClientSecret: "s3cr3t-echo", TokenURL: srv.URL, AuthStyle: "header"})
 	require.EqualError(t, err, "token endpoint answered 401 invalid_client")
@@ -84,7 +84,7 @@ func TestTransientFailuresAreRetried(t *testing.T) {
 		fmt.Fprint(w, `{"access_token":"at","token_type":"bearer","expires_in":60}`)
 	}))
 	t.Cleanup(srv.Close)
-	c := New(loopbackPolicy, nil)
+	c := New(loopbackPolicy, nil, nil)
 	c.Backoff = time.Millisecond
 	tok, err := c.Token(context.Background(), Request{Grant: "client_credentials", ClientID: "c", ClientSecret: "s", TokenURL: srv.URL, AuthStyle: "body"})
 	require.NoError(t, err)
@@ -101,7 +101,7 @@ func TestRedirectsToOtherHostsAreRefused(t *testing.T) {
 		http.Redirect(w, r, strings.Replace(target.URL, "127.0.0.1", "localhost", 1), http.StatusTemporaryRedirect)
 	}))
 	t.Cleanup(redirector.Close)
-	c := New(testPolicy{allowed: func(scheme, host string) bool { return scheme == "http" }, listed: []string{"127.0.0.1", "localhost"}}, nil)
+	c := New(testPolicy{allowed: func(scheme, host string) bool { return scheme == "http" }, listed: []string{"127.0.0.1", "localhost"}}, nil, nil)
 	c.Attempts = 1
 	_, err := c.Token(context.Background(), Request{Grant: "client_credentials", ClientID: "c", ClientSecret: "s", TokenURL: redirector.URL})
 	require.Error(t, err)
@@ -115,7 +115,7 @@ func TestRevokeSendsRFC7009Form(t *testing.T) {
 		got = fmt.Sprintf("%s %s %v %s:%s", r.PostForm.Get("token"), r.PostForm.Get("token_type_hint"), ok, user, pass)
 	}))
 	t.Cleanup(srv.Close)
-	c := New(loopbackPolicy, nil)
+	c := New(loopbackPolicy, nil, nil)
 	require.NoError(t, c.Revoke(context.Background(), Request{ClientID: "cid", ClientSecret: "sec"}, srv.URL, "rt-1", "refresh_token"))
 	require.Equal(t, "rt-1 refresh_token true cid:sec", got)
 }
