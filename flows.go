@@ -59,8 +59,12 @@ type flow struct {
 	// Name is the credential the flow creates.
 	Name string `json:"name"`
 	// Grant is types.GrantAuthorizationCode or types.GrantDeviceCode.
-	Grant  string `json:"grant_type"`
-	Status string `json:"status"`
+	Grant string `json:"grant_type"`
+	// Reconnect is set when creds/<name>/reconnect started the flow: it
+	// replaces the grant of the existing credential Name. A flow without it
+	// only creates Name, and fails when Name exists by then.
+	Reconnect bool   `json:"reconnect,omitempty"`
+	Status    string `json:"status"`
 	// Error says why a failed flow failed; it never holds secret material
 	// or upstream response bodies.
 	Error string `json:"error,omitempty"`
@@ -303,10 +307,12 @@ func (b *backend) createFlowCredential(ctx context.Context, s logical.Storage, f
 	if err != nil {
 		return nil, err
 	}
-	if existing != nil && existing.needsReconnect() {
+	switch {
+	case f.Reconnect && existing == nil:
+		return nil, newError(KindNotFound, "credential %q was deleted while the flow ran", f.Name)
+	case f.Reconnect:
 		return b.reconnectWithFlow(ctx, s, existing, f, issued) // reconnect.go
-	}
-	if existing != nil {
+	case existing != nil:
 		return nil, newError(KindDuplicate, "credential %q was created while the flow ran", f.Name)
 	}
 	in := &credInput{Name: f.Name, Description: &f.Description, Tags: f.Tags, Metadata: f.Metadata,
@@ -374,7 +380,16 @@ func (b *backend) checkFlowStart(ctx context.Context, s logical.Storage, cfg *Co
 	if err != nil {
 		return oauthEndpoints{}, err
 	}
-	if existing != nil && !existing.needsReconnect() { // needs_reconnect: the flow reconnects it
+	switch {
+	case in.Reconnect && existing == nil:
+		return oauthEndpoints{}, newError(KindNotFound, "credential %q does not exist", in.Name)
+	case in.Reconnect && existing.Type != types.OAuth2.Name:
+		return oauthEndpoints{}, newError(KindInvalidInput, "credential %q is of type %s; only oauth2 credentials are reconnected", in.Name, existing.Type)
+	case in.Reconnect && !existing.needsReconnect():
+		return oauthEndpoints{}, newError(KindInvalidInput, "credential %q does not need reconnecting (its grant works); reconnect is for status needs_reconnect", in.Name)
+	case !in.Reconnect && existing != nil && existing.needsReconnect():
+		return oauthEndpoints{}, newError(KindDuplicate, "credential %q already exists and needs reconnecting: start the flow with creds/%s/reconnect", in.Name, in.Name)
+	case !in.Reconnect && existing != nil:
 		return oauthEndpoints{}, newError(KindDuplicate, "credential %q already exists; delete it or start the flow with another name", in.Name)
 	}
 	return ep, nil

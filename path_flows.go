@@ -59,6 +59,18 @@ func flowStartSchema() map[string]*framework.FieldSchema {
 	return schema
 }
 
+// reconnectSchema is flows/start's schema for creds/<name>/reconnect: the
+// name is the path's, and the credential keeps its description, tags and
+// metadata.
+func reconnectSchema() map[string]*framework.FieldSchema {
+	schema := flowStartSchema()
+	for _, common := range []string{"description", "tags", "metadata"} {
+		delete(schema, common)
+	}
+	schema["name"] = &framework.FieldSchema{Type: framework.TypeString, Description: "Name of the oauth2 credential to reconnect; its status must be needs_reconnect."}
+	return schema
+}
+
 func pathFlows(b *backend) []*framework.Path {
 	flowID := &framework.FieldSchema{Type: framework.TypeString, Description: "The flow id flows/start answered."}
 	return []*framework.Path{
@@ -71,6 +83,16 @@ func pathFlows(b *backend) []*framework.Path {
 			},
 			HelpSynopsis:    "Start an interactive OAuth2 flow that creates an oauth2 credential.",
 			HelpDescription: flowStartHelp,
+		},
+		{
+			Pattern:      "creds/(?P<name>[^/]+)/reconnect$",
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "nebula", OperationVerb: "reconnect", OperationSuffix: "credential"},
+			Fields:       reconnectSchema(),
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathCredReconnect, Responses: flowResponses},
+			},
+			HelpSynopsis:    "Start an interactive OAuth2 flow that reconnects a credential whose grant is dead (status needs_reconnect).",
+			HelpDescription: reconnectHelp,
 		},
 		{
 			Pattern:      "flows/(?P<flow_id>[^/]+)/complete$",
@@ -130,6 +152,9 @@ func pathFlows(b *backend) []*framework.Path {
 type flowStart struct {
 	Name  string
 	Grant string
+	// Reconnect is set for creds/<name>/reconnect: the flow replaces the
+	// grant of the existing credential Name instead of creating one.
+	Reconnect bool
 	// Values are the oauth2 fields supplied (not grant_type).
 	Values      types.Values
 	Description string
@@ -139,16 +164,21 @@ type flowStart struct {
 	AuthParams  map[string]string
 }
 
-func parseFlowStart(d *framework.FieldData) (*flowStart, error) {
+// parseFlowStart reads a flows/start request, or a creds/<name>/reconnect
+// one (reconnect: no common fields, the credential keeps its own).
+func parseFlowStart(d *framework.FieldData, reconnect bool) (*flowStart, error) {
 	in := &flowStart{
 		Name:        d.Get("name").(string),
 		Grant:       d.Get("grant_type").(string),
+		Reconnect:   reconnect,
 		Values:      types.Values{},
-		Description: d.Get("description").(string),
-		Tags:        d.Get("tags").([]string),
-		Metadata:    d.Get("metadata").(map[string]string),
 		RedirectURI: d.Get("redirect_uri").(string),
 		AuthParams:  d.Get("auth_params").(map[string]string),
+	}
+	if !reconnect {
+		in.Description = d.Get("description").(string)
+		in.Tags = d.Get("tags").([]string)
+		in.Metadata = d.Get("metadata").(map[string]string)
 	}
 	for _, name := range flowOAuthFields {
 		if v, ok := d.GetOk(name); ok {
@@ -204,10 +234,27 @@ func validateAuthParams(params map[string]string) error {
 // interaction (an authorization URL, or a device authorization request) and
 // stores the flow.
 func (b *backend) pathFlowStart(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	in, err := parseFlowStart(d)
+	in, err := parseFlowStart(d, false)
 	if err != nil {
 		return nil, invalidInput(err)
 	}
+	return b.startFlow(ctx, req, in)
+}
+
+// pathCredReconnect starts a flow for an existing credential that needs
+// reconnecting. It is a path of its own, under creds/<name>, so a Vault
+// policy decides per name who may replace a credential's grant: flows/start
+// only ever creates credentials.
+func (b *backend) pathCredReconnect(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	in, err := parseFlowStart(d, true)
+	if err != nil {
+		return nil, invalidInput(err)
+	}
+	return b.startFlow(ctx, req, in)
+}
+
+// startFlow starts the flow in describes and answers what the user needs.
+func (b *backend) startFlow(ctx context.Context, req *logical.Request, in *flowStart) (*logical.Response, error) {
 	cfg, err := b.getConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
@@ -222,7 +269,7 @@ func (b *backend) pathFlowStart(ctx context.Context, req *logical.Request, d *fr
 	}
 	now := b.now()
 	f := &flow{
-		ID: id, Name: in.Name, Grant: in.Grant, Status: flowPending,
+		ID: id, Name: in.Name, Grant: in.Grant, Reconnect: in.Reconnect, Status: flowPending,
 		CreatedAt: now, ExpiresAt: now.Add(cfg.FlowTTL),
 		Values: in.Values, Description: in.Description, Tags: in.Tags, Metadata: in.Metadata,
 	}
@@ -383,6 +430,20 @@ does the engine's background work.
 The flow ends at flow_ttl (config) or when the provider's device code
 expires. Ask for offline access (e.g. scope offline_access) so the
 credential gets a refresh token.
+`
+
+const reconnectHelp = `
+Starts an interactive OAuth2 flow, as flows/start does, for the existing
+oauth2 credential "name" whose grant is dead (status needs_reconnect: the
+provider answered invalid_grant, invalid_client or unauthorized_client).
+Give the oauth2 fields the flow needs (client_id, client_secret unless the
+client is public, provider or explicit URLs, scopes): the flow sends only
+what this request supplies, never the stored secrets. When the user has
+signed in, the credential gets the new grant as its next version, keeps its
+description, tags, metadata and rotation policy, and is active again.
+
+flows/start never replaces a credential: a Vault policy on
+creds/<name>/reconnect decides who may reconnect which credential.
 `
 
 const flowReadHelp = `

@@ -21,7 +21,7 @@ import (
 // background refresh skips it), health names it, and a needs_reconnect
 // event is sent. A new version (new refresh_token, client_secret,
 // private_key or service-account key, written to creds/<name> or by
-// rotation, or a completed flow for its name) is not marked, so it is used
+// rotation, or a completed creds/<name>/reconnect flow) is not marked, so it is used
 // at once.
 
 // statusNeedsReconnect is the status of a credential whose grant is dead.
@@ -70,7 +70,7 @@ func reconnectGate(c *credential, sv *secretVersion) error {
 		return nil
 	}
 	return newError(KindNoToken, "credential %q needs reconnecting: its token endpoint answered %s, so the grant was revoked or the client's credentials are no longer accepted; "+
-		"no request is made until it is reconnected: complete a flow for it (flows/start name=%s) or write a new refresh_token, client_secret or private_key to creds/%s",
+		"no request is made until it is reconnected: complete a flow for it (creds/%s/reconnect) or write a new refresh_token, client_secret or private_key to creds/%s",
 		c.Name, c.Reconnect.ErrorCode, c.Name, c.Name)
 }
 
@@ -138,7 +138,7 @@ func reconnectIssues(c *credential) []healthIssue {
 		return nil
 	}
 	return []healthIssue{{Credential: c.Name, Kind: statusNeedsReconnect,
-		Message: "the token endpoint answered " + c.Reconnect.ErrorCode + " on refresh (access revoked?): complete a flow for it (flows/start name=" + c.Name + ") or write a new refresh_token, client_secret or private_key to creds/" + c.Name}}
+		Message: "the token endpoint answered " + c.Reconnect.ErrorCode + " on refresh (access revoked?): complete a flow for it (creds/" + c.Name + "/reconnect) or write a new refresh_token, client_secret or private_key to creds/" + c.Name}}
 }
 
 // reconnectData is the reconnect part of creds/<name> reads: nil, or the
@@ -151,7 +151,7 @@ func (c *credential) reconnectData() any {
 }
 
 // reconnectWithFlow gives a credential that needs reconnecting the grant an
-// interactive flow for its name obtained: a new version with the flow's
+// interactive flow (creds/<name>/reconnect) obtained: a new version with the flow's
 // fields (the flow supplied the client's secrets itself) and its first
 // token, keeping the credential's description, tags, metadata, rotation
 // policy and mirrors. The dead version is retired where it was used (its

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -169,28 +170,44 @@ func TestFlowReconnectsACredentialThatNeedsIt(t *testing.T) {
 	_, err := callback(t, e, query)
 	require.NoError(t, err)
 	e.mustRequest(t, logical.UpdateOperation, "creds/user", map[string]any{"tags": "team:b"})
-	// While it works, a flow for its name is refused.
+	webID, webSecret := srv.WebClient()
+	reconnect := map[string]any{
+		"client_id": webID, "client_secret": webSecret, "auth_url": srv.AuthURL(), "token_url": srv.TokenURL(),
+		"auth_style": "header", "scopes": "openid,offline_access", "redirect_uri": testRedirectURI,
+	}
+	// While it works, neither a flow for its name nor a reconnect starts.
 	_, err = e.request(t, logical.UpdateOperation, "flows/start", map[string]any{
 		"name": "user", "client_id": "x", "client_secret": "y", "auth_url": srv.AuthURL(), "token_url": srv.TokenURL(), "redirect_uri": testRedirectURI,
 	})
 	requireKind(t, err, KindDuplicate)
+	_, err = e.request(t, logical.UpdateOperation, "creds/user/reconnect", reconnect)
+	requireKind(t, err, KindInvalidInput, "does not need reconnecting")
 
-	id, _ := srv.WebClient()
-	require.Equal(t, 1, srv.RevokeGrants(id))
+	require.Equal(t, 1, srv.RevokeGrants(webID))
 	e.clock.Advance(10 * time.Minute)
 	_, err = e.request(t, logical.UpdateOperation, "refresh/user", nil)
 	requireKind(t, err, KindRefreshFailed, "invalid_grant")
 	require.Equal(t, "needs_reconnect", loadCredForTest(t, e, "user").status(e.clock.Now()))
 
-	// The user signs in again through a flow for the same name.
-	flowID, query := signIn(t, e, srv, "user")
-	done, err := callback(t, e, query)
+	// flows/start still only creates credentials: it points at reconnect.
+	_, err = e.request(t, logical.UpdateOperation, "flows/start", map[string]any{
+		"name": "user", "client_id": webID, "client_secret": webSecret, "auth_url": srv.AuthURL(), "token_url": srv.TokenURL(), "redirect_uri": testRedirectURI,
+	})
+	requireKind(t, err, KindDuplicate, "creds/user/reconnect")
+
+	// The user signs in again through creds/user/reconnect.
+	started := e.mustRequest(t, logical.UpdateOperation, "creds/user/reconnect", reconnect).Data
+	back := srv.Login(t, started["auth_url"].(string))
+	u, err := url.Parse(back)
 	require.NoError(t, err)
-	require.Equal(t, "completed", done.Data["status"], "flow %s", flowID)
+	done, err := callback(t, e, u.Query())
+	require.NoError(t, err)
+	require.Equal(t, "completed", done.Data["status"], "flow %s", started["flow_id"])
 	read := e.mustRequest(t, logical.ReadOperation, "creds/user", nil).Data
 	require.Equal(t, "active", read["status"])
 	require.EqualValues(t, 2, read["version"])
 	require.Equal(t, []string{"team:b"}, read["tags"], "the credential keeps what it had")
+	require.Equal(t, "signed in by a user", read["description"])
 	calls := srv.TokenRequestsFor("refresh_token")
 	tok := e.mustRequest(t, logical.UpdateOperation, "refresh/user", nil).Data
 	require.NotEmpty(t, tok["access_token"])
@@ -200,4 +217,98 @@ func TestFlowReconnectsACredentialThatNeedsIt(t *testing.T) {
 	got := rcv.received()
 	require.Equal(t, eventNeedsReconnect, got[0].Event)
 	require.Equal(t, eventRecovered, got[1].Event)
+}
+
+// TestFlowStartCannotTakeOverACredential: flows/start only creates
+// credentials. A caller allowed flows/start, but not
+// creds/<name>/reconnect, cannot replace the grant of a credential that
+// needs reconnecting with its own client and account (before, flows/start
+// for that name did), nor can a flow started for a free name take over a
+// credential of that name created, and broken, while it ran.
+func TestFlowStartCannotTakeOverACredential(t *testing.T) {
+	e, srv := newOAuthEnv(t, oauthserver.WithAccessTokenLifetime(10*time.Minute))
+	webID, webSecret := srv.WebClient()
+	start := func(name string) (*logical.Response, error) {
+		return e.request(t, logical.UpdateOperation, "flows/start", map[string]any{
+			"name": name, "client_id": webID, "client_secret": webSecret, "auth_url": srv.AuthURL(), "token_url": srv.TokenURL(),
+			"auth_style": "header", "scopes": "openid,offline_access", "redirect_uri": testRedirectURI,
+		})
+	}
+	// A flow started for a free name, left pending.
+	pending, err := start("victim")
+	require.NoError(t, err)
+	// Meanwhile the owner creates victim, and its grant dies.
+	_, query := signIn(t, e, srv, "owner-flow")
+	_, err = callback(t, e, query)
+	require.NoError(t, err)
+	require.Equal(t, 1, srv.RevokeGrants(webID))
+	_, err = e.request(t, logical.UpdateOperation, "refresh/owner-flow", nil)
+	requireKind(t, err, KindRefreshFailed, "invalid_grant")
+	before := loadCredForTest(t, e, "owner-flow")
+	require.Equal(t, "needs_reconnect", before.status(e.clock.Now()))
+
+	_, err = start("owner-flow")
+	requireKind(t, err, KindDuplicate, "creds/owner-flow/reconnect")
+
+	// The pending flow for "victim" completes after a credential of that
+	// name appeared (created here by a write) and broke: it must not
+	// replace it.
+	e.mustRequest(t, logical.CreateOperation, "creds/victim", map[string]any{
+		"type": "oauth2", "grant_type": "refresh_token", "client_id": webID, "client_secret": webSecret,
+		"token_url": srv.TokenURL(), "auth_style": "header", "refresh_token": "revoked-refresh-token",
+	})
+	_, err = e.request(t, logical.UpdateOperation, "refresh/victim", nil)
+	requireKind(t, err, KindRefreshFailed)
+	victim := loadCredForTest(t, e, "victim")
+	require.Equal(t, "needs_reconnect", victim.status(e.clock.Now()))
+	back := srv.Login(t, pending.Data["auth_url"].(string))
+	u, err := url.Parse(back)
+	require.NoError(t, err)
+	_, err = callback(t, e, u.Query())
+	require.Error(t, err)
+	require.Equal(t, "failed", flowStatus(t, e, pending.Data["flow_id"].(string))["status"])
+	after := loadCredForTest(t, e, "victim")
+	require.Equal(t, victim.Version, after.Version, "the credential was not replaced")
+	require.Equal(t, "needs_reconnect", after.status(e.clock.Now()))
+	require.Equal(t, before.Version, loadCredForTest(t, e, "owner-flow").Version)
+}
+
+// TestReconnectChecksItsCredential: creds/<name>/reconnect needs an
+// existing oauth2 credential whose grant is dead, and the flow's own
+// input; a flow whose credential is deleted before it completes fails.
+func TestReconnectChecksItsCredential(t *testing.T) {
+	e, srv := newOAuthEnv(t)
+	webID, webSecret := srv.WebClient()
+	input := map[string]any{
+		"client_id": webID, "client_secret": webSecret, "auth_url": srv.AuthURL(), "token_url": srv.TokenURL(),
+		"auth_style": "header", "scopes": "openid,offline_access", "redirect_uri": testRedirectURI,
+	}
+	_, err := e.request(t, logical.UpdateOperation, "creds/absent/reconnect", input)
+	requireKind(t, err, KindNotFound)
+	e.mustRequest(t, logical.CreateOperation, "creds/key", validCreds["api_key"])
+	_, err = e.request(t, logical.UpdateOperation, "creds/key/reconnect", input)
+	requireKind(t, err, KindInvalidInput, "only oauth2")
+	_, err = e.request(t, logical.UpdateOperation, "creds/bad$name/reconnect", input)
+	requireKind(t, err, KindInvalidInput)
+
+	e.mustRequest(t, logical.CreateOperation, "creds/dead", map[string]any{
+		"type": "oauth2", "grant_type": "refresh_token", "client_id": webID, "client_secret": webSecret,
+		"token_url": srv.TokenURL(), "auth_style": "header", "refresh_token": "revoked-refresh-token",
+	})
+	_, err = e.request(t, logical.UpdateOperation, "refresh/dead", nil)
+	requireKind(t, err, KindRefreshFailed)
+	_, err = e.request(t, logical.UpdateOperation, "creds/dead/reconnect", map[string]any{"client_id": webID, "redirect_uri": testRedirectURI})
+	requireKind(t, err, KindInvalidInput, "token_url")
+	started := e.mustRequest(t, logical.UpdateOperation, "creds/dead/reconnect", input).Data
+	e.mustRequest(t, logical.DeleteOperation, "creds/dead", nil)
+	back := srv.Login(t, started["auth_url"].(string))
+	u, err := url.Parse(back)
+	require.NoError(t, err)
+	_, err = callback(t, e, u.Query())
+	require.Error(t, err)
+	status := flowStatus(t, e, started["flow_id"].(string))
+	require.Equal(t, "failed", status["status"])
+	require.Contains(t, status["error"], "deleted while the flow ran")
+	_, err = e.request(t, logical.ReadOperation, "creds/dead", nil)
+	requireKind(t, err, KindNotFound) // the flow did not bring it back
 }

@@ -19,6 +19,9 @@ const (
 	StatusActive  = "active"
 	StatusExpired = "expired"
 	StatusError   = "error"
+	// StatusNeedsReconnect: the provider refused the grant (invalid_grant,
+	// invalid_client, unauthorized_client); see ReconnectFlow.
+	StatusNeedsReconnect = "needs_reconnect"
 )
 
 // CreateInput is what Create takes.

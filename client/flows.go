@@ -190,6 +190,32 @@ func (c *Client) StartFlow(ctx context.Context, in FlowInput) (*Flow, error) {
 	return w.flow(warnings), nil
 }
 
+// ReconnectFlow starts an interactive OAuth2 flow for the existing oauth2
+// credential in.Name whose grant is dead (Status needs_reconnect): when the
+// user has signed in, the credential gets the new grant and is active
+// again. It keeps its description, tags and metadata, so in's must be
+// empty. The flow sends only in's client secret, never the stored one.
+// flows/start (StartFlow) never replaces a credential; a Vault policy on
+// creds/<name>/reconnect says who may.
+func (c *Client) ReconnectFlow(ctx context.Context, in FlowInput) (*Flow, error) {
+	path, err := c.pathOf("creds", in.Name, "reconnect")
+	if err != nil {
+		return nil, err
+	}
+	if in.Description != "" || in.Tags != nil || in.Metadata != nil {
+		return nil, clientError(InvalidInput, "a reconnected credential keeps its description, tags and metadata: leave them empty")
+	}
+	body := in.body()
+	delete(body, "name")
+	var w flowWire
+	// Replayable as StartFlow is.
+	warnings, err := c.write(ctx, replayable, path, body, &w)
+	if err != nil {
+		return nil, err
+	}
+	return w.flow(warnings), nil
+}
+
 // GetFlow returns a flow's status. Reading a pending device_code flow
 // polls the provider once its interval has passed.
 func (c *Client) GetFlow(ctx context.Context, id string) (*Flow, error) {

@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"errors"
 	"net/url"
 	"slices"
 	"testing"
@@ -378,5 +379,66 @@ func TestFlowExpired(t *testing.T) {
 	read, err := c.GetFlow(ctx, flow.ID)
 	if err != nil || read.Status != client.FlowStatusExpired {
 		t.Errorf("GetFlow = %+v, %v; want expired", read, err)
+	}
+}
+
+// TestReconnectFlow: a credential whose grant the provider refuses becomes
+// needs_reconnect; StartFlow for its name is refused (flows/start never
+// replaces a credential), ReconnectFlow starts a flow that, once the user
+// signed in, gives it a new grant as its next version.
+func TestReconnectFlow(t *testing.T) {
+	t.Parallel()
+	c, _ := newClient(t)
+	ctx := testContext(t)
+	srv := oauthserver.Start(t)
+	id, secret := srv.WebClient()
+	name := newName("reconnect")
+	if _, err := c.Create(ctx, name, client.CreateInput{OAuth2: &client.OAuth2{
+		GrantType: "refresh_token", ClientID: id, ClientSecret: client.NewSecret(secret),
+		RefreshToken: client.NewSecret("not-a-refresh-token"), TokenURL: srv.TokenURL(), AuthStyle: "header",
+	}, Tags: []string{"team:crm"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Refresh(ctx, name)
+	requireKind(t, err, client.RefreshFailed, client.ErrRefreshFailed)
+	if cred, err := c.Get(ctx, name); err != nil || cred.Status != client.StatusNeedsReconnect {
+		t.Fatalf("after invalid_grant: %+v, %v; want status %s", cred, err, client.StatusNeedsReconnect)
+	}
+
+	in := client.FlowInput{
+		Name: name, ClientID: id, ClientSecret: client.NewSecret(secret),
+		AuthURL: srv.AuthURL(), TokenURL: srv.TokenURL(), AuthStyle: "header",
+		Scopes: []string{"openid", "offline_access"}, RedirectURI: "http://127.0.0.1:1/app/callback",
+	}
+	_, err = c.StartFlow(ctx, in)
+	requireKind(t, err, client.Duplicate, client.ErrDuplicate)
+	withTags := in
+	withTags.Tags = []string{"team:other"}
+	_, err = c.ReconnectFlow(ctx, withTags)
+	if e := (*client.Error)(nil); !errors.As(err, &e) || e.Kind != client.InvalidInput || e.Status != 0 {
+		t.Errorf("ReconnectFlow with tags = %v; want a client-side invalid_input", err)
+	}
+
+	flow, err := c.ReconnectFlow(ctx, in)
+	if err != nil {
+		t.Fatalf("ReconnectFlow: %v", err)
+	}
+	if flow.Status != client.FlowStatusPending || flow.AuthURL == "" || flow.Name != name {
+		t.Fatalf("ReconnectFlow answered %+v", flow)
+	}
+	back, err := url.Parse(srv.Login(t, flow.AuthURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := c.CompleteFlow(ctx, flow.ID, back.Query().Get("code"), back.Query().Get("state"))
+	if err != nil || done.Status != client.FlowStatusCompleted {
+		t.Fatalf("CompleteFlow: %+v, %v", done, err)
+	}
+	cred, err := c.Get(ctx, name)
+	if err != nil || cred.Status != client.StatusActive || cred.Version != 2 || !slices.Equal(cred.Tags, []string{"team:crm"}) {
+		t.Fatalf("after the reconnect flow: %+v, %v; want active version 2 with its tags", cred, err)
+	}
+	if tok, err := c.Refresh(ctx, name); err != nil || tok.Value() == "" {
+		t.Errorf("Refresh after reconnecting: %v, %v", tok, err)
 	}
 }

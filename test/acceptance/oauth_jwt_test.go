@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -196,6 +197,40 @@ func TestRevokedGrantNeedsReconnect(t *testing.T) {
 	if !strings.Contains(health.Raw, "needs_reconnect") || !strings.Contains(health.Raw, name) {
 		t.Errorf("health does not name %s as needs_reconnect:\n%s", name, health.Raw)
 	}
+
+	// Who may reconnect it is a policy on creds/<name>/reconnect:
+	// flows/start never replaces a credential.
+	webID, webSecret := srv.WebClient()
+	flowInput := map[string]any{
+		"client_id": webID, "client_secret": webSecret, "auth_url": srv.AuthURL(), "token_url": srv.TokenURL(),
+		"auth_style": "header", "scopes": "openid,offline_access", "redirect_uri": "http://127.0.0.1:1/callback",
+	}
+	flowsOnly := apiDriver{c: v.ClientWithToken(tokenWithPolicy(t, v, newName("flows-only"), fmt.Sprintf(`
+path "%s/flows/start" {
+  capabilities = ["update"]
+}
+`, mount)))}
+	withName := map[string]any{"name": name}
+	for k, val := range flowInput {
+		withName[k] = val
+	}
+	_, err = flowsOnly.Write(t, mount+"/flows/start", withName)
+	requireError(t, err, http.StatusConflict, "duplicate")
+	requireErrorMentions(t, err, "creds/"+name+"/reconnect")
+	_, err = flowsOnly.Write(t, mount+"/creds/"+name+"/reconnect", flowInput)
+	requireError(t, err, http.StatusForbidden, "")
+	reconnector := apiDriver{c: v.ClientWithToken(tokenWithPolicy(t, v, newName("reconnect-one"), fmt.Sprintf(`
+path "%s/creds/%s/reconnect" {
+  capabilities = ["update"]
+}
+`, mount, name)))}
+	started, err := reconnector.Write(t, mount+"/creds/"+name+"/reconnect", flowInput)
+	if err != nil {
+		t.Fatalf("creds/%s/reconnect with a policy for it: %v", name, err)
+	}
+	requireFields(t, started.Data, map[string]string{"status": "pending", "interaction_type": "redirect"})
+	requireNoSecrets(t, "reconnect answer", started.Raw, []string{webSecret, clientSecret})
+	wantRequests(t, srv, calls, "starting a redirect flow")
 
 	// The user connects again: a new refresh token makes it active.
 	_, _, fresh := signedInGrant(t, srv) // one code exchange
