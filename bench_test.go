@@ -93,7 +93,7 @@ func BenchmarkRefreshDueParallel(b *testing.B) {
 	const due = 300
 	e := newTestBackend(b)
 	e.b.upstreamBackoff = time.Millisecond
-	srv := newLoadTokenServer(b, 0)
+	srv := newTokenServer(b)
 	e.mustRequest(b, logical.UpdateOperation, "config", map[string]any{"insecure_http_hosts": "127.0.0.1"})
 	names := createTokenCreds(b, e, srv, "due", due)
 	require.NoError(b, readAll(b, e, names, 32))

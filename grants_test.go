@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,58 +21,11 @@ import (
 // close to it.
 const testWait = 20 * time.Second
 
-// hangingTokenServer is a loopback client_credentials token endpoint that,
-// while blocking, holds each request until release is closed.
-type hangingTokenServer struct {
-	*httptest.Server
-	requests atomic.Int64
-	blocking atomic.Bool
-	arrived  chan struct{} // one send per request that reaches the handler
-	release  chan struct{}
-	once     sync.Once
-}
-
-func startHangingTokenServer(tb testing.TB) *hangingTokenServer {
-	tb.Helper()
-	h := &hangingTokenServer{arrived: make(chan struct{}, 100), release: make(chan struct{})}
-	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := h.requests.Add(1)
-		select {
-		case h.arrived <- struct{}{}:
-		default:
-		}
-		if h.blocking.Load() {
-			select {
-			case <-h.release:
-			case <-r.Context().Done():
-				return
-			case <-time.After(testWait):
-			}
-		}
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"access_token":"hang-token-%d","token_type":"bearer","expires_in":3600}`, n)
-	}))
-	tb.Cleanup(func() { h.unblock(); h.Close() })
-	return h
-}
-
-func (h *hangingTokenServer) unblock() { h.once.Do(func() { close(h.release) }) }
-
-// waitArrival waits until a request reached the server.
-func (h *hangingTokenServer) waitArrival(tb testing.TB) {
-	tb.Helper()
-	select {
-	case <-h.arrived:
-	case <-time.After(testWait):
-		tb.Fatal("no request reached the token server")
-	}
-}
-
 // newHangingEnv is a backend on the real clock with a client_credentials
-// credential "a" at a hanging token server.
-func newHangingEnv(tb testing.TB) (*testEnv, *hangingTokenServer) {
+// credential "a" at a token server that the test can make hang (hold).
+func newHangingEnv(tb testing.TB) (*testEnv, *tokenServer) {
 	tb.Helper()
-	h := startHangingTokenServer(tb)
+	h := newTokenServer(tb)
 	e := newTestBackend(tb)
 	e.clock.now = time.Now()
 	e.b.upstreamBackoff = time.Millisecond
@@ -113,7 +63,7 @@ func TestSlowUpstreamDoesNotBlockTheLockShard(t *testing.T) {
 			e.mustRequest(t, logical.ReadOperation, "token/a", nil) // a first token, not blocked
 			h.waitArrival(t)
 			e.clock.Advance(2 * time.Hour) // expired: due for refresh
-			h.blocking.Store(true)
+			h.hold(0)
 
 			hung := make(chan error, 1)
 			go func() {
@@ -152,13 +102,13 @@ func TestSlowUpstreamDoesNotBlockTheLockShard(t *testing.T) {
 			case err := <-done:
 				require.NoError(t, err)
 			case <-time.After(testWait):
-				h.unblock()
+				h.release()
 				<-hung
 				t.Fatalf("reads and writes of %q (same lock shard as %q) did not complete while a's token endpoint hung", other, "a")
 			}
-			h.unblock()
+			h.release()
 			require.NoError(t, <-hung)
-			require.Contains(t, e.tokenOf(t, "a"), "hang-token-")
+			require.Contains(t, e.tokenOf(t, "a"), "tok-")
 		})
 	}
 }
@@ -167,7 +117,7 @@ func TestSlowUpstreamDoesNotBlockTheLockShard(t *testing.T) {
 // first reader's context.
 func TestSharedRefreshSurvivesTheFirstCallerCancelling(t *testing.T) {
 	e, h := newHangingEnv(t)
-	h.blocking.Store(true)
+	h.hold(0)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -204,11 +154,11 @@ func TestSharedRefreshSurvivesTheFirstCallerCancelling(t *testing.T) {
 	case <-time.After(testWait):
 		t.Fatal("the cancelled caller did not return")
 	}
-	h.unblock()
+	h.release()
 	wg.Wait()
 	for i := range waiters {
 		require.NoError(t, errs[i], "waiter %d", i)
-		require.Equal(t, "hang-token-1", tokens[i], "waiter %d", i)
+		require.Equal(t, "tok-1", tokens[i], "waiter %d", i)
 	}
 	require.EqualValues(t, 1, h.requests.Load(), "one upstream request for every reader")
 }

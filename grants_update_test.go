@@ -54,7 +54,7 @@ func TestVerifyOnUpdateStoresTheIssuedToken(t *testing.T) {
 // provider is not overwritten by the verifying write.
 func TestVerifyRefusesWhenTheCredentialChangedMeanwhile(t *testing.T) {
 	e, h := newHangingEnv(t)
-	h.blocking.Store(true)
+	h.hold(0)
 	hung := make(chan error, 1)
 	go func() {
 		_, err := e.request(t, logical.UpdateOperation, "creds/a", map[string]any{"description": "first", "verify": true})
@@ -62,7 +62,7 @@ func TestVerifyRefusesWhenTheCredentialChangedMeanwhile(t *testing.T) {
 	}()
 	h.waitArrival(t)
 	e.mustRequest(t, logical.UpdateOperation, "creds/a", map[string]any{"description": "second"})
-	h.unblock()
+	h.release()
 	requireKind(t, <-hung, KindRotationInProgress, "changed")
 	require.Equal(t, "second", e.mustRequest(t, logical.ReadOperation, "creds/a", nil).Data["description"])
 }

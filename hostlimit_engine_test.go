@@ -3,10 +3,7 @@ package nebula
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,57 +12,6 @@ import (
 
 	"github.com/nebula-credential/nebula-credential/internal/upstream"
 )
-
-// gatedTokenServer is a loopback token endpoint that, while its gate is
-// set, holds every request until the gate closes, and counts the requests
-// in flight.
-type gatedTokenServer struct {
-	*httptest.Server
-	gate     atomic.Pointer[chan struct{}]
-	requests atomic.Int64
-
-	mu       sync.Mutex // guards cur, max
-	cur, max int
-}
-
-func newGatedTokenServer(tb testing.TB) *gatedTokenServer {
-	tb.Helper()
-	s := &gatedTokenServer{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		s.cur++
-		s.max = max(s.max, s.cur)
-		s.mu.Unlock()
-		defer func() {
-			s.mu.Lock()
-			s.cur--
-			s.mu.Unlock()
-		}()
-		if g := s.gate.Load(); g != nil {
-			select {
-			case <-*g:
-			case <-r.Context().Done():
-				return
-			}
-		}
-		n := s.requests.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"access_token":"tok-%d","token_type":"Bearer","expires_in":600}`, n)
-	}))
-	tb.Cleanup(func() {
-		if g := s.gate.Swap(nil); g != nil {
-			close(*g)
-		}
-		s.Close()
-	})
-	return s
-}
-
-func (s *gatedTokenServer) counts() (cur, max int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cur, s.max
-}
 
 // hostStats is the engine's limiter state of a host (zero without a
 // limiter).
@@ -85,7 +31,8 @@ func hostStats(tb testing.TB, e *testEnv, rawURL string) upstream.HostStats {
 // requests reach the host at any time, and every read succeeds.
 func TestExpiredTokenStormStaysWithinThePerHostLimit(t *testing.T) {
 	const creds, limit = 500, upstream.DefaultConcurrencyPerHost
-	srv := newGatedTokenServer(t)
+	srv := newTokenServer(t)
+	srv.lifetime.Store(600)
 	e := newTestBackend(t)
 	e.clock.now = time.Now()
 	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"insecure_http_hosts": "127.0.0.1"})
@@ -98,8 +45,7 @@ func TestExpiredTokenStormStaysWithinThePerHostLimit(t *testing.T) {
 	}
 	e.clock.Advance(11 * time.Minute) // every token expired
 
-	gate := make(chan struct{})
-	srv.gate.Store(&gate)
+	srv.hold(0)
 	var wg sync.WaitGroup
 	errs := make([]error, creds)
 	for i := range creds {
@@ -115,7 +61,7 @@ func TestExpiredTokenStormStaysWithinThePerHostLimit(t *testing.T) {
 	host := srv.Listener.Addr().String()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		cur, _ := srv.counts()
+		cur := int(srv.inFlight.Load())
 		s := hostStats(t, e, host)
 		if cur > limit || cur == limit && s.InFlight == limit && s.Waiting > 0 {
 			break
@@ -123,15 +69,13 @@ func TestExpiredTokenStormStaysWithinThePerHostLimit(t *testing.T) {
 		require.True(t, time.Now().Before(deadline), "host not saturated: %d at the server, limiter %+v", cur, s)
 		time.Sleep(5 * time.Millisecond)
 	}
-	cur, _ := srv.counts()
-	require.Equal(t, limit, cur, "requests at the token endpoint while the others wait")
+	require.Equal(t, limit, int(srv.inFlight.Load()), "requests at the token endpoint while the others wait")
 
-	close(*srv.gate.Swap(nil))
+	srv.release()
 	wg.Wait()
 	for i, err := range errs {
 		require.NoError(t, err, name(i))
 	}
-	_, most := srv.counts()
-	require.Equal(t, limit, most, "most requests in flight at the token endpoint")
-	require.EqualValues(t, 2*creds, srv.requests.Load(), "one refresh per credential")
+	require.Equal(t, limit, int(srv.peak.Load()), "most requests in flight at the token endpoint")
+	require.EqualValues(t, 2*creds, srv.issued.Load(), "one refresh per credential")
 }

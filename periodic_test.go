@@ -3,8 +3,6 @@ package nebula
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -100,28 +98,6 @@ func TestScheduledRotationSurvivesStorageReadFailure(t *testing.T) {
 	require.NotEqual(t, first, e.tokenOf(t, "g"), "rotated by the run after storage recovered")
 }
 
-// hangAfterFirstTokenServer answers its first token request and hangs on the
-// others until the caller gives up.
-func hangAfterFirstTokenServer(tb testing.TB) (*httptest.Server, *atomic.Int64) {
-	tb.Helper()
-	var requests atomic.Int64
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if requests.Add(1) > 1 {
-			select {
-			case <-r.Context().Done():
-			case <-release:
-			}
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"access_token":"first-token","token_type":"bearer","expires_in":600}`)
-	}))
-	tb.Cleanup(srv.Close)
-	tb.Cleanup(func() { close(release) }) // runs before Close
-	return srv, &requests
-}
-
 // TestHangingRefreshDoesNotStarveOtherTasks (issue 12 item 11): a
 // refresh-ahead run whose upstream hangs uses up its own budget only; the
 // rotation and audit retention tasks of the same periodic call still run.
@@ -130,11 +106,13 @@ func TestHangingRefreshDoesNotStarveOtherTasks(t *testing.T) {
 	e.b.taskBudget = 300 * time.Millisecond
 	e.b.itemBudget = 300 * time.Millisecond
 	e.b.upstreamBackoff = time.Millisecond
-	srv, requests := hangAfterFirstTokenServer(t)
+	srv := newTokenServer(t)
+	srv.lifetime.Store(600)
+	srv.hold(1) // answers the first token request, holds the others
 	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"insecure_http_hosts": "127.0.0.1", "audit_retention": "24h"})
 	e.mustRequest(t, logical.CreateOperation, "creds/slow", map[string]any{
 		"type": "oauth2", "client_id": "c", "client_secret": "s", "token_url": srv.URL + "/token", "auth_style": "header"})
-	require.Equal(t, "first-token", e.tokenOf(t, "slow"))
+	require.Equal(t, "tok-1", e.tokenOf(t, "slow"))
 	rotated := createScheduled(t, e, "g")
 
 	// An audit batch far past the retention period.
@@ -154,7 +132,7 @@ func TestHangingRefreshDoesNotStarveOtherTasks(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the periodic call did not return")
 	}
-	require.GreaterOrEqual(t, requests.Load(), int64(2), "refresh-ahead called the hanging upstream")
+	require.GreaterOrEqual(t, srv.requests.Load(), int64(2), "refresh-ahead called the hanging upstream")
 	require.NotEqual(t, rotated, e.tokenOf(t, "g"), "the rotation task ran")
 	entry, err := e.storage.Get(context.Background(), oldBatch)
 	require.NoError(t, err)

@@ -284,7 +284,7 @@ func TestRefreshBuckets(t *testing.T) {
 
 func TestMetricsPrometheusUpstreamInFlight(t *testing.T) {
 	e, h := newHangingEnv(t)
-	h.blocking.Store(true)
+	h.hold(0)
 	done := make(chan error, 1)
 	go func() {
 		_, err := e.request(t, logical.ReadOperation, "token/a", nil)
@@ -297,7 +297,7 @@ func TestMetricsPrometheusUpstreamInFlight(t *testing.T) {
 	require.EqualValues(t, 1, sample(t, families, "nebula_upstream_requests_in_flight", "host", host))
 	require.EqualValues(t, 0, sample(t, families, "nebula_upstream_requests_waiting", "host", host))
 
-	h.unblock()
+	h.release()
 	select {
 	case err := <-done:
 		require.NoError(t, err)

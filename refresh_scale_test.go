@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -16,76 +15,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// loadTokenServer is a loopback token endpoint that answers every
-// client_credentials request with a new token after a delay, and records
-// how many requests it had in flight at once.
-type loadTokenServer struct {
-	*httptest.Server
-	delay    atomic.Int64 // nanoseconds before answering
-	lifetime atomic.Int64 // expires_in, seconds
-	// status, when not zero, is answered instead of a token (with
-	// retryAfter as Retry-After when set) by the next failN requests
-	// (every request when failN is negative).
-	status     atomic.Int64
-	failN      atomic.Int64
-	retryAfter atomic.Value // string
-	requests   atomic.Int64
-	inFlight   atomic.Int64
-	peak       atomic.Int64
-}
-
-func newLoadTokenServer(tb testing.TB, delay time.Duration) *loadTokenServer {
-	tb.Helper()
-	s := &loadTokenServer{}
-	s.delay.Store(int64(delay))
-	s.lifetime.Store(3600)
-	s.retryAfter.Store("")
-	var seq atomic.Int64
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.requests.Add(1)
-		n := s.inFlight.Add(1)
-		defer s.inFlight.Add(-1)
-		for {
-			peak := s.peak.Load()
-			if n <= peak || s.peak.CompareAndSwap(peak, n) {
-				break
-			}
-		}
-		select {
-		case <-time.After(time.Duration(s.delay.Load())):
-		case <-r.Context().Done():
-			return
-		}
-		if status := s.status.Load(); status != 0 && s.failN.Load() != 0 {
-			s.failN.Add(-1)
-			if ra := s.retryAfter.Load().(string); ra != "" {
-				w.Header().Set("Retry-After", ra)
-			}
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(int(status))
-			fmt.Fprint(w, `{"error":"temporarily_unavailable"}`)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"access_token":"tok-%d","token_type":"bearer","expires_in":%d}`, seq.Add(1), s.lifetime.Load())
-	}))
-	tb.Cleanup(s.Close)
-	return s
-}
-
-// failNext makes the next n requests (all when n < 0) answer status.
-func (s *loadTokenServer) failNext(n int, status int, retryAfter string) {
-	s.retryAfter.Store(retryAfter)
-	s.status.Store(int64(status))
-	s.failN.Store(int64(n))
-}
-
-// resetPeak forgets the most requests seen in flight.
-func (s *loadTokenServer) resetPeak() { s.peak.Store(s.inFlight.Load()) }
-
 // createTokenCreds creates n client_credentials credentials prefix-0.. on
 // srv.
-func createTokenCreds(tb testing.TB, e *testEnv, srv *loadTokenServer, prefix string, n int) []string {
+func createTokenCreds(tb testing.TB, e *testEnv, srv *tokenServer, prefix string, n int) []string {
 	tb.Helper()
 	names := make([]string, n)
 	for i := range n {
@@ -136,7 +68,7 @@ func readAll(tb testing.TB, e *testEnv, names []string, readers int) error {
 func TestRefreshDueRunsInParallelWithinTheHostLimit(t *testing.T) {
 	e := newTestBackend(t)
 	e.b.upstreamBackoff = time.Millisecond
-	srv := newLoadTokenServer(t, 0)
+	srv := newTokenServer(t)
 	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"insecure_http_hosts": "127.0.0.1", "refresh_ahead": "5m"})
 	names := createTokenCreds(t, e, srv, "due", 300)
 	require.NoError(t, readAll(t, e, names, 32)) // first tokens, one hour long
@@ -162,7 +94,7 @@ func TestRefreshDueRunsInParallelWithinTheHostLimit(t *testing.T) {
 func TestReadStormStaysWithinTheHostLimit(t *testing.T) {
 	e := newTestBackend(t)
 	e.b.upstreamBackoff = time.Millisecond
-	srv := newLoadTokenServer(t, 0)
+	srv := newTokenServer(t)
 	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"insecure_http_hosts": "127.0.0.1", "upstream_concurrency_per_host": 4})
 	names := createTokenCreds(t, e, srv, "storm", 500)
 	require.NoError(t, readAll(t, e, names, 16))
@@ -251,7 +183,7 @@ func TestRetryAfterPausesTheHost(t *testing.T) {
 	e.b.upstreamBackoff = time.Millisecond
 	clock := &fakeTimers{now: time.Now()}
 	e.b.hostLimits.SetClock(clock.Now, clock.NewTimer)
-	paused, other := newLoadTokenServer(t, 0), newLoadTokenServer(t, 0)
+	paused, other := newTokenServer(t), newTokenServer(t)
 	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"insecure_http_hosts": "127.0.0.1"})
 	onPaused := createTokenCreds(t, e, paused, "paused", 2)
 	onOther := createTokenCreds(t, e, other, "other", 1)
@@ -296,7 +228,7 @@ func TestRetryAfterPausesTheHost(t *testing.T) {
 func TestRefreshFailureBacksOff(t *testing.T) {
 	e := newTestBackend(t)
 	e.b.upstreamAttempts = 1
-	srv := newLoadTokenServer(t, 0)
+	srv := newTokenServer(t)
 	srv.lifetime.Store(600)
 	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"insecure_http_hosts": "127.0.0.1", "refresh_ahead": "1m"})
 	createTokenCreds(t, e, srv, "b", 1)
@@ -357,7 +289,7 @@ func TestRefreshFailureBacksOff(t *testing.T) {
 // refresh_ahead, not all in one run.
 func TestRefreshesOfTokensExpiringTogetherAreSpread(t *testing.T) {
 	e := newTestBackend(t)
-	srv := newLoadTokenServer(t, 0)
+	srv := newTokenServer(t)
 	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"insecure_http_hosts": "127.0.0.1", "refresh_ahead": "5m"})
 	names := createTokenCreds(t, e, srv, "batch", 200)
 	require.NoError(t, readAll(t, e, names, 8)) // every token expires in an hour
@@ -412,7 +344,7 @@ func (s *blockingListStorage) List(ctx context.Context, prefix string) ([]string
 // that refreshes completes; the change it made is in the rebuilt index.
 func TestIndexRebuildDoesNotBlockReads(t *testing.T) {
 	e := newTestBackend(t)
-	srv := newLoadTokenServer(t, 0)
+	srv := newTokenServer(t)
 	srv.lifetime.Store(600)
 	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"insecure_http_hosts": "127.0.0.1", "refresh_ahead": "1m"})
 	createTokenCreds(t, e, srv, "r", 1)
@@ -472,7 +404,7 @@ func TestIndexRebuildDoesNotBlockReads(t *testing.T) {
 func TestBackgroundRefreshGoesOnPastItsBudget(t *testing.T) {
 	e := newTestBackend(t)
 	e.b.taskBudget = 300 * time.Millisecond
-	srv := newLoadTokenServer(t, 0)
+	srv := newTokenServer(t)
 	e.mustRequest(t, logical.UpdateOperation, "config", map[string]any{"insecure_http_hosts": "127.0.0.1", "refresh_concurrency": 2})
 	names := createTokenCreds(t, e, srv, "cont", 40)
 	require.NoError(t, readAll(t, e, names, 8))
