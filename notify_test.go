@@ -76,6 +76,14 @@ func (n *notifyReceiver) wait(tb testing.TB, count int) {
 	}
 }
 
+// answer makes the receiver answer status from now on (0: 200, and
+// record the events).
+func (n *notifyReceiver) answer(status int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.status = status
+}
+
 func (n *notifyReceiver) received() []receivedEvent {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -168,9 +176,7 @@ func TestNotificationQueueIsBoundedAndNeverBlocks(t *testing.T) {
 func TestFailedDeliveriesAreRetriedThenCounted(t *testing.T) {
 	e := newTestBackend(t)
 	rcv := withNotifications(t, e)
-	rcv.mu.Lock()
-	rcv.status = http.StatusServiceUnavailable
-	rcv.mu.Unlock()
+	rcv.answer(http.StatusServiceUnavailable)
 	e.b.notify(t.Context(), e.storage, eventRotationFailed, &credential{Name: "svc", Type: "api_key"}, "")
 	rcv.wait(t, notifyAttempts)
 	waitFor(t, "the failed delivery counted", func() bool { return e.b.notifier.failed.Load() > 0 })

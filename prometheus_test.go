@@ -215,9 +215,7 @@ func TestMetricsPrometheusNotifications(t *testing.T) {
 		e.b.notify(t.Context(), e.storage, eventRefreshFailed, c, "")
 		rcv.wait(t, 2)
 		waitFor(t, "two deliveries counted", func() bool { return e.b.notifier.sent.Load() == 2 })
-		rcv.mu.Lock()
-		rcv.status = http.StatusServiceUnavailable
-		rcv.mu.Unlock()
+		rcv.answer(http.StatusServiceUnavailable)
 		e.b.notify(t.Context(), e.storage, eventRotationFailed, c, "")
 		rcv.wait(t, notifyAttempts)
 		waitFor(t, "the failed delivery counted", func() bool { return e.b.notifier.failed.Load() == 1 })
