@@ -278,7 +278,11 @@ func report(cfg config, vaultVersion string, results map[string]*result) float64
 	if ratio < 0.9 {
 		verdict = "BELOW"
 	}
-	fmt.Println("----- benchvault: token reads through Vault (copy from here) -----")
+	host := "Vault"
+	if strings.HasPrefix(vaultVersion, "OpenBao") {
+		host = "OpenBao"
+	}
+	fmt.Printf("----- benchvault: token reads through %s (copy from here) -----\n", host)
 	fmt.Printf("%s, %s %s/%s, NumCPU %d, GOMAXPROCS %d\n", vaultVersion, runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0))
 	fmt.Printf("GET /v1/<mount>/token/%s, %d keep-alive clients, %d interleaved rounds of %s per mount (after a %s warm-up)\n",
 		credName, cfg.concurrency, cfg.rounds, cfg.round, cfg.warmup)
