@@ -17,7 +17,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/hashicorp/vault/sdk/framework"
-	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/helper/errutil"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -168,10 +167,6 @@ type backend struct {
 	itemBudget    time.Duration
 }
 
-// writableCacheTTL is how long the node's role (writable or standby) is
-// taken as known between questions to Vault.
-const writableCacheTTL = time.Second
-
 // Factory creates and sets up the backend; it is the plugin's
 // logical.Factory.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
@@ -208,52 +203,6 @@ func (v *vaultBackend) HandleRequest(ctx context.Context, req *logical.Request) 
 		return codedResponse(ce), nil
 	}
 	return resp, err
-}
-
-// forwardWrite reports whether req is a write that a node which cannot
-// write storage forwards without running it: creates, updates, patches and
-// deletes, except token/<name> (a read with a caller context; its handler
-// follows standby_token_reads).
-func forwardWrite(req *logical.Request) bool {
-	switch req.Operation {
-	case logical.CreateOperation, logical.UpdateOperation, logical.PatchOperation, logical.DeleteOperation:
-		return !strings.HasPrefix(req.Path, "token/")
-	}
-	return false
-}
-
-// isReadOnly reports whether err says that storage is read-only: it is
-// logical.ErrReadOnly, or has a cause whose message holds its text (an
-// external plugin's gRPC storage client rebuilds storage errors with
-// errors.New, which loses the sentinel). Only causes below the engine's own
-// errors are matched, so text in an engine message (which may quote an
-// upstream's field names) never counts.
-func isReadOnly(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, logical.ErrReadOnly) {
-		return true
-	}
-	var causes []error
-	switch u := err.(type) {
-	case interface{ Unwrap() error }:
-		if next := u.Unwrap(); next != nil {
-			causes = []error{next}
-		}
-	case interface{ Unwrap() []error }:
-		causes = u.Unwrap()
-	}
-	if len(causes) == 0 {
-		var ce *CredentialError
-		return !errors.As(err, &ce) && strings.Contains(err.Error(), logical.ErrReadOnly.Error())
-	}
-	for _, cause := range causes {
-		if isReadOnly(cause) {
-			return true
-		}
-	}
-	return false
 }
 
 // codedResponse is a raw HTTP answer carrying a CredentialError.
@@ -371,31 +320,6 @@ func fieldTypeError(msg string) error {
 // lock returns the lock of one credential name.
 func (b *backend) lock(name string) *locksutil.LockEntry {
 	return locksutil.LockForKey(b.locks, name)
-}
-
-// writable reports whether this node may write storage and run background
-// work (not a performance standby or a secondary). Asking Vault is two
-// gRPC calls for an external plugin, and token reads ask on every request,
-// so the answer is kept for writableTTL (a node changes role only through
-// a step-down or promotion, after which Vault sets the mount up again).
-func (b *backend) writable() bool {
-	if b.writableTTL > 0 {
-		if until := b.writableUntil.Load(); until != 0 && time.Now().UnixNano() < until {
-			return b.writableVal.Load()
-		}
-	}
-	state := b.System().ReplicationState()
-	var ok bool
-	if b.System().LocalMount() {
-		ok = !state.HasState(consts.ReplicationDRSecondary)
-	} else {
-		ok = !state.HasState(consts.ReplicationPerformanceSecondary | consts.ReplicationPerformanceStandby | consts.ReplicationDRSecondary)
-	}
-	if b.writableTTL > 0 {
-		b.writableVal.Store(ok)
-		b.writableUntil.Store(time.Now().Add(b.writableTTL).UnixNano())
-	}
-	return ok
 }
 
 // periodic runs the background tasks. Vault calls it about once a minute on

@@ -89,19 +89,6 @@ func credentialIssues(c *credential, now time.Time) []healthIssue {
 	return issues
 }
 
-// operatorReadOnActive answers logical.ErrReadOnly on a node that cannot
-// write (an OpenBao standby serving reads, a Vault performance standby), so
-// the host forwards health and metrics reads to the active node: the node
-// that runs background refresh, rotations, mirrors and the audit flusher,
-// and whose counters and summaries are the cluster's. A standby's own
-// answer would depend on which node a load balancer picked.
-func (b *backend) operatorReadOnActive() error {
-	if !b.writable() {
-		return logical.ErrReadOnly
-	}
-	return nil
-}
-
 func (b *backend) pathHealthRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	if err := b.operatorReadOnActive(); err != nil {
 		return nil, err
