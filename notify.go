@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -52,6 +53,12 @@ const (
 	// is in SealWrapStorage); config itself is not seal-wrapped.
 	notifySecretKey = notifyPrefix + "secret"
 	notifyPrefix    = "notify/"
+	// notifyPendingKey holds the events a stopping deliverer had not
+	// delivered (Clean: a plugin reload, upgrade or unmount), for the
+	// next start to send.
+	notifyPendingKey = notifyPrefix + "pending"
+	// notifyStorageTimeout bounds saving and loading them.
+	notifyStorageTimeout = 5 * time.Second
 )
 
 // notifyEvent is the body of a notification.
@@ -75,9 +82,13 @@ type notifier struct {
 	attempts int
 	backoff  time.Duration
 
-	mu     sync.Mutex
-	cancel context.CancelFunc // guarded by mu; nil when no deliverer runs
-	done   chan struct{}      // guarded by mu
+	mu      sync.Mutex
+	cancel  context.CancelFunc // guarded by mu; nil when no deliverer runs
+	done    chan struct{}      // guarded by mu
+	storage logical.Storage    // guarded by mu; the running deliverer's
+	// unfinished is the event the deliverer was sending when it was
+	// stopped; written by the deliverer, read after it has exited.
+	unfinished *notifyEvent
 
 	secretMu     sync.Mutex
 	secret       string // guarded by secretMu
@@ -120,7 +131,8 @@ func (b *backend) notify(ctx context.Context, s logical.Storage, event string, c
 }
 
 // startNotifier starts the deliverer (InitializeFunc); it runs until
-// stopNotifier.
+// stopNotifier. On a node that may write it first queues the events the
+// last stop saved.
 func (b *backend) startNotifier(s logical.Storage) {
 	n := &b.notifier
 	n.mu.Lock()
@@ -128,9 +140,10 @@ func (b *backend) startNotifier(s logical.Storage) {
 	if n.cancel != nil || s == nil {
 		return
 	}
+	b.resumeNotifications(s)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	n.cancel, n.done = cancel, done
+	n.cancel, n.done, n.storage, n.unfinished = cancel, done, s, nil
 	go func() {
 		defer close(done)
 		for {
@@ -138,44 +151,135 @@ func (b *backend) startNotifier(s logical.Storage) {
 			case <-ctx.Done():
 				return
 			case ev := <-n.queue:
-				b.deliver(ctx, s, ev)
+				if !b.deliver(ctx, s, ev) {
+					n.unfinished = &ev
+					return
+				}
 			}
 		}
 	}()
 }
 
-// stopNotifier stops the deliverer (Clean); queued events stay queued for
-// a later start.
+// stopNotifier stops the deliverer (Clean). The events it had not
+// delivered (the one under way and the queued ones) are saved for the next
+// start when this node may write; otherwise, or when saving fails, they are
+// lost and counted as dropped.
 func (b *backend) stopNotifier() {
 	n := &b.notifier
 	n.mu.Lock()
-	cancel, done := n.cancel, n.done
-	n.cancel, n.done = nil, nil
+	cancel, done, s := n.cancel, n.done, n.storage
+	n.cancel, n.done, n.storage = nil, nil, nil
 	n.mu.Unlock()
-	if cancel != nil {
-		cancel()
-		<-done
+	if cancel == nil {
+		return
+	}
+	cancel()
+	<-done
+	var pending []notifyEvent
+	if n.unfinished != nil {
+		pending = append(pending, *n.unfinished)
+		n.unfinished = nil
+	}
+	for drained := false; !drained; {
+		select {
+		case ev := <-n.queue:
+			pending = append(pending, ev)
+		default:
+			drained = true
+		}
+	}
+	if len(pending) == 0 {
+		return
+	}
+	if err := b.saveNotifications(s, pending); err != nil {
+		n.dropped.Add(int64(len(pending)))
+		b.logger.Warn("undelivered notifications are lost", "events", len(pending), "error", err)
+	}
+}
+
+// pendingNotifications is the stored form of undelivered events.
+type pendingNotifications struct {
+	Events []notifyEvent `json:"events"`
+}
+
+// saveNotifications stores events for the next start, after any saved
+// before and not sent yet, keeping the newest notifyQueueSize.
+func (b *backend) saveNotifications(s logical.Storage, events []notifyEvent) error {
+	if !b.writable() {
+		return errors.New("this node cannot write storage")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), notifyStorageTimeout)
+	defer cancel()
+	var saved pendingNotifications
+	if entry, err := s.Get(ctx, notifyPendingKey); err != nil {
+		return err
+	} else if entry != nil {
+		if err := entry.DecodeJSON(&saved); err != nil {
+			return err
+		}
+	}
+	saved.Events = append(saved.Events, events...)
+	if over := len(saved.Events) - notifyQueueSize; over > 0 {
+		b.notifier.dropped.Add(int64(over))
+		saved.Events = saved.Events[over:]
+	}
+	entry, err := logical.StorageEntryJSON(notifyPendingKey, saved)
+	if err != nil {
+		return err
+	}
+	return s.Put(ctx, entry)
+}
+
+// resumeNotifications queues the events the last stop saved and deletes
+// them from storage, on a node that may write (a standby leaves them to
+// the active node). Failures are logged; the events stay stored.
+func (b *backend) resumeNotifications(s logical.Storage) {
+	if !b.writable() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), notifyStorageTimeout)
+	defer cancel()
+	entry, err := s.Get(ctx, notifyPendingKey)
+	if err != nil || entry == nil {
+		if err != nil {
+			b.logger.Warn("could not read saved notifications", "error", err)
+		}
+		return
+	}
+	var saved pendingNotifications
+	if err := entry.DecodeJSON(&saved); err != nil {
+		b.logger.Warn("could not decode saved notifications; dropping them", "error", err)
+	} else {
+		for _, ev := range saved.Events {
+			b.notifier.enqueue(ev)
+		}
+		b.logger.Info("resuming undelivered notifications", "events", len(saved.Events))
+	}
+	if err := s.Delete(ctx, notifyPendingKey); err != nil {
+		b.logger.Warn("could not delete saved notifications", "error", err)
 	}
 }
 
 // deliver POSTs one event, retrying failures (no answer, 5xx, 429) with
-// backoff; a failed delivery is counted and logged without the body.
-func (b *backend) deliver(ctx context.Context, s logical.Storage, ev notifyEvent) {
+// backoff; a failed delivery is counted and logged without the body. It
+// answers false when the deliverer was stopped before the event was
+// delivered or given up (the caller saves it).
+func (b *backend) deliver(ctx context.Context, s logical.Storage, ev notifyEvent) bool {
 	n := &b.notifier
 	cfg, err := b.getConfig(ctx, s)
 	if err != nil || cfg.NotifyURL == "" {
-		return // turned off meanwhile
+		return ctx.Err() == nil // turned off meanwhile
 	}
 	secret, err := b.notifySecret(ctx, s)
 	if err != nil || secret == "" {
 		n.failed.Add(1)
 		b.logger.Warn("notification not sent: no notify_secret could be read", "event", ev.Event, "credential", ev.Credential)
-		return
+		return true
 	}
 	body, err := json.Marshal(ev)
 	if err != nil {
 		n.failed.Add(1)
-		return
+		return true
 	}
 	wait := n.backoff
 	var last error
@@ -183,7 +287,7 @@ func (b *backend) deliver(ctx context.Context, s logical.Storage, ev notifyEvent
 		retry, err := b.postNotification(ctx, cfg, secret, body)
 		if err == nil {
 			n.sent.Add(1)
-			return
+			return true
 		}
 		last = err
 		if !retry || attempt == n.attempts {
@@ -191,14 +295,17 @@ func (b *backend) deliver(ctx context.Context, s logical.Storage, ev notifyEvent
 		}
 		select {
 		case <-ctx.Done():
-			n.failed.Add(1)
-			return
+			return false
 		case <-time.After(wait):
 		}
 		wait *= 2
 	}
+	if ctx.Err() != nil {
+		return false // stopped during the last attempt
+	}
 	n.failed.Add(1)
 	b.logger.Warn("notification could not be delivered", "event", ev.Event, "credential", ev.Credential, "error", last)
+	return true
 }
 
 // postNotification makes one delivery attempt; retry says whether a later

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/stretchr/testify/require"
 )
@@ -255,4 +256,79 @@ func TestRotationDueIsSentOnceWhenTheWarningPeriodStarts(t *testing.T) {
 	got = queued()
 	require.Len(t, got, 1, "the next rotation's warning period")
 	require.Equal(t, eventRotationDue, got[0].Event)
+}
+
+// TestUndeliveredNotificationsSurviveARestart: when the plugin stops
+// (Clean: a reload or upgrade), the event under way and the queued ones are
+// saved, and the next start on the same storage sends them, in order and
+// signed; none is counted as failed or dropped. Before, they were lost.
+func TestUndeliveredNotificationsSurviveARestart(t *testing.T) {
+	e := newTestBackend(t)
+	rcv := withNotifications(t, e)
+	// The receiver is down: the first event waits for its next attempt.
+	rcv.answer(http.StatusServiceUnavailable)
+	e.b.notifier.backoff = time.Hour
+	c := &credential{Name: "svc", Type: "oauth2"}
+	events := []string{eventNeedsReconnect, eventRefreshFailed, eventRotationFailed}
+	for _, ev := range events {
+		e.b.notify(t.Context(), e.storage, ev, c, "")
+	}
+	rcv.wait(t, 1)
+	waitFor(t, "the first event under way", func() bool { return len(e.b.notifier.queue) == len(events)-1 })
+
+	e.b.stopNotifier() // what Clean does
+	require.Zero(t, len(e.b.notifier.queue))
+	entry, err := e.storage.Get(t.Context(), notifyPendingKey)
+	require.NoError(t, err)
+	require.NotNil(t, entry, "the undelivered events are saved")
+	var saved pendingNotifications
+	require.NoError(t, entry.DecodeJSON(&saved))
+	require.Len(t, saved.Events, len(events))
+	require.Zero(t, e.b.notifier.failed.Load())
+	require.Zero(t, e.b.notifier.dropped.Load())
+	require.Empty(t, rcv.received())
+
+	// The plugin starts again on the same storage; the receiver is up.
+	rcv.answer(0)
+	conf := logical.TestBackendConfig()
+	conf.System = logical.TestSystemView()
+	conf.StorageView = e.storage
+	started, err := Factory(t.Context(), conf)
+	require.NoError(t, err)
+	next := started.(*vaultBackend).backend
+	next.notifier.backoff = time.Millisecond
+	next.startNotifier(e.storage)
+	t.Cleanup(next.stopNotifier)
+	rcv.wait(t, len(events))
+	got := rcv.received()
+	require.Len(t, got, len(events))
+	for i, ev := range got {
+		require.Equal(t, events[i], ev.Event, "in the order they were queued")
+		require.Equal(t, "svc", ev.Credential)
+		require.True(t, ev.verified, "signed")
+	}
+	waitFor(t, "three deliveries counted", func() bool { return next.notifier.sent.Load() == int64(len(events)) })
+	entry, err = e.storage.Get(t.Context(), notifyPendingKey)
+	require.NoError(t, err)
+	require.Nil(t, entry, "sent events are not kept")
+}
+
+// TestUndeliveredNotificationsOnAStandbyAreCounted: a node that cannot
+// write cannot save them: they are counted as dropped and logged.
+func TestUndeliveredNotificationsOnAStandbyAreCounted(t *testing.T) {
+	e := newTestBackend(t)
+	rcv := withNotifications(t, e)
+	rcv.answer(http.StatusServiceUnavailable)
+	e.b.notifier.backoff = time.Hour
+	c := &credential{Name: "svc", Type: "oauth2"}
+	e.b.notify(t.Context(), e.storage, eventNeedsReconnect, c, "")
+	e.b.notify(t.Context(), e.storage, eventRecovered, c, "")
+	rcv.wait(t, 1)
+	waitFor(t, "the first event under way", func() bool { return len(e.b.notifier.queue) == 1 })
+	e.sys.ReplicationStateVal = consts.ReplicationPerformanceStandby
+	e.b.stopNotifier()
+	require.EqualValues(t, 2, e.b.notifier.dropped.Load())
+	entry, err := e.storage.Get(t.Context(), notifyPendingKey)
+	require.NoError(t, err)
+	require.Nil(t, entry)
 }
