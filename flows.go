@@ -274,8 +274,11 @@ func (b *backend) completeFlow(ctx context.Context, s logical.Storage, cfg *Conf
 	issued := b.issuedFrom(cfg, tok)
 	c, err := b.createFlowCredential(ctx, s, f, issued)
 	ev := auditEvent{Action: actionCreate, Credential: f.Name, Version: 1}
-	if err == nil && c.Version > 1 {
-		ev.Action, ev.Version = actionUpdate, c.Version // a reconnect (reconnect.go)
+	if f.Reconnect {
+		ev.Action, ev.Version = actionUpdate, 0 // a reconnect (reconnect.go): a new version
+	}
+	if err == nil {
+		ev.Version = c.Version
 	}
 	b.audit(ctx, nil, auditOutcome(ev, err), nil)
 	now := b.now()

@@ -208,6 +208,10 @@ func TestFlowReconnectsACredentialThatNeedsIt(t *testing.T) {
 	require.EqualValues(t, 2, read["version"])
 	require.Equal(t, []string{"team:b"}, read["tags"], "the credential keeps what it had")
 	require.Equal(t, "signed in by a user", read["description"])
+	events, _ := e.auditEvents(t, map[string]any{"credential": "user", "action": "update"})
+	require.NotEmpty(t, events)
+	require.EqualValues(t, 2, events[0]["version"], "the reconnect is recorded as the update to version 2")
+	require.Equal(t, true, events[0]["success"])
 	calls := srv.TokenRequestsFor("refresh_token")
 	tok := e.mustRequest(t, logical.UpdateOperation, "refresh/user", nil).Data
 	require.NotEmpty(t, tok["access_token"])
@@ -311,4 +315,10 @@ func TestReconnectChecksItsCredential(t *testing.T) {
 	require.Contains(t, status["error"], "deleted while the flow ran")
 	_, err = e.request(t, logical.ReadOperation, "creds/dead", nil)
 	requireKind(t, err, KindNotFound) // the flow did not bring it back
+	// The audit trail records the failed reconnect as an update, not as a
+	// failed create.
+	events, _ := e.auditEvents(t, map[string]any{"credential": "dead", "action": "update"})
+	require.Len(t, events, 1)
+	require.Equal(t, false, events[0]["success"])
+	require.Contains(t, events[0]["error"], "deleted while the flow ran")
 }
