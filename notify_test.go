@@ -1,6 +1,7 @@
 package nebula
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -258,23 +259,32 @@ func TestRotationDueIsSentOnceWhenTheWarningPeriodStarts(t *testing.T) {
 	require.Equal(t, eventRotationDue, got[0].Event)
 }
 
+// queueUndelivered points e's notifications at a receiver that is down and
+// queues events about credential svc; it returns once the first is waiting
+// for its next attempt (an hour away) and the others are queued. The
+// receiver answers 503 until told otherwise.
+func queueUndelivered(tb testing.TB, e *testEnv, events ...string) *notifyReceiver {
+	tb.Helper()
+	rcv := withNotifications(tb, e)
+	rcv.answer(http.StatusServiceUnavailable)
+	e.b.notifier.backoff = time.Hour
+	c := &credential{Name: "svc", Type: "oauth2"}
+	for _, ev := range events {
+		e.b.notify(context.Background(), e.storage, ev, c, "")
+	}
+	rcv.wait(tb, 1)
+	waitFor(tb, "the first event under way", func() bool { return len(e.b.notifier.queue) == len(events)-1 })
+	return rcv
+}
+
 // TestUndeliveredNotificationsSurviveARestart: when the plugin stops
 // (Clean: a reload or upgrade), the event under way and the queued ones are
 // saved, and the next start on the same storage sends them, in order and
 // signed; none is counted as failed or dropped. Before, they were lost.
 func TestUndeliveredNotificationsSurviveARestart(t *testing.T) {
 	e := newTestBackend(t)
-	rcv := withNotifications(t, e)
-	// The receiver is down: the first event waits for its next attempt.
-	rcv.answer(http.StatusServiceUnavailable)
-	e.b.notifier.backoff = time.Hour
-	c := &credential{Name: "svc", Type: "oauth2"}
 	events := []string{eventNeedsReconnect, eventRefreshFailed, eventRotationFailed}
-	for _, ev := range events {
-		e.b.notify(t.Context(), e.storage, ev, c, "")
-	}
-	rcv.wait(t, 1)
-	waitFor(t, "the first event under way", func() bool { return len(e.b.notifier.queue) == len(events)-1 })
+	rcv := queueUndelivered(t, e, events...)
 
 	e.b.stopNotifier() // what Clean does
 	require.Zero(t, len(e.b.notifier.queue))
@@ -317,14 +327,7 @@ func TestUndeliveredNotificationsSurviveARestart(t *testing.T) {
 // write cannot save them: they are counted as dropped and logged.
 func TestUndeliveredNotificationsOnAStandbyAreCounted(t *testing.T) {
 	e := newTestBackend(t)
-	rcv := withNotifications(t, e)
-	rcv.answer(http.StatusServiceUnavailable)
-	e.b.notifier.backoff = time.Hour
-	c := &credential{Name: "svc", Type: "oauth2"}
-	e.b.notify(t.Context(), e.storage, eventNeedsReconnect, c, "")
-	e.b.notify(t.Context(), e.storage, eventRecovered, c, "")
-	rcv.wait(t, 1)
-	waitFor(t, "the first event under way", func() bool { return len(e.b.notifier.queue) == 1 })
+	queueUndelivered(t, e, eventNeedsReconnect, eventRecovered)
 	e.sys.ReplicationStateVal = consts.ReplicationPerformanceStandby
 	e.b.stopNotifier()
 	require.EqualValues(t, 2, e.b.notifier.dropped.Load())

@@ -112,12 +112,32 @@ type eventReceiver struct {
 	events []map[string]any
 	bad    []string
 	got    chan struct{}
+	// holding, while true, leaves requests unanswered (and unrecorded)
+	// until their sender gives up; arrived is signalled for every request.
+	holding bool
+	arrived chan struct{}
 }
 
 func startEventReceiver(tb testing.TB, secret string) *eventReceiver {
-	r := &eventReceiver{got: make(chan struct{}, 100)}
+	r := &eventReceiver{got: make(chan struct{}, 100), arrived: make(chan struct{}, 100)}
 	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		// The body is read first: only then does the server notice a
+		// sender that gives up (req.Context is cancelled).
 		body, _ := io.ReadAll(req.Body)
+		r.mu.Lock()
+		hold := r.holding
+		r.mu.Unlock()
+		select {
+		case r.arrived <- struct{}{}:
+		default:
+		}
+		if hold {
+			select {
+			case <-req.Context().Done():
+			case <-time.After(90 * time.Second):
+			}
+			return
+		}
 		mac := hmac.New(sha256.New, []byte(secret))
 		mac.Write([]byte(req.Header.Get("X-Nebula-Timestamp") + "."))
 		mac.Write(body)
@@ -131,10 +151,20 @@ func startEventReceiver(tb testing.TB, secret string) *eventReceiver {
 			r.events = append(r.events, ev)
 		}
 		r.mu.Unlock()
-		r.got <- struct{}{}
+		select {
+		case r.got <- struct{}{}:
+		default:
+		}
 	}))
 	tb.Cleanup(r.Close)
 	return r
+}
+
+// hold sets whether requests are left unanswered (see holding).
+func (r *eventReceiver) hold(on bool) {
+	r.mu.Lock()
+	r.holding = on
+	r.mu.Unlock()
 }
 
 func (r *eventReceiver) wait(tb testing.TB, n int) {
