@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/go-uuid"
@@ -190,6 +191,9 @@ func (b *backend) updateCredential(ctx context.Context, s logical.Storage, exist
 	if err := b.applyMirrorInput(ctx, s, &c, in); err != nil {
 		return nil, err
 	}
+	if err := checkMirrorDestination(existing, &c, current, in.Values); err != nil {
+		return nil, err
+	}
 	moved, err := b.checkDestination(ctx, s, existing, &c, current, in.Values)
 	if err != nil {
 		return nil, err
@@ -319,6 +323,44 @@ func (b *backend) checkDestination(ctx context.Context, s logical.Storage, exist
 			quoteList(changed), quoteList(missing))
 	}
 	return true, nil
+}
+
+// checkMirrorDestination applies the rule of checkDestination to mirror
+// targets: a write that starts copying the credential somewhere new (adds a
+// target to "mirror", or switches existing targets from the token to the
+// secret fields) must supply the secret fields a person wrote (those the
+// current version stores), else invalid_input names them. Targets are the
+// mount admin's (mirror/aws, mirror/azure), but who may read them there is
+// another system's policy: a caller allowed to update a credential's
+// description must not be able to copy its secret into a place it can read.
+// Dropping targets needs nothing.
+func checkMirrorDestination(existing, c *credential, current *secretVersion, values types.Values) error {
+	var added []string
+	for _, target := range c.Mirror {
+		if !slices.Contains(existing.Mirror, target) {
+			added = append(added, target)
+		}
+	}
+	toSecret := len(existing.Mirror) > 0 && existing.MirrorContent == "token" && c.MirrorContent != "token"
+	if len(added) == 0 && !toSecret {
+		return nil
+	}
+	var missing []string
+	for _, name := range existing.typ().SecretFields() {
+		stored, _ := current.Fields[name].(string)
+		if supplied, _ := values[name].(string); stored != "" && supplied == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	what := "mirror target " + quoteList(added)
+	if len(added) == 0 {
+		what = "the secret fields to its mirror targets (mirror_content=secret)"
+	}
+	return newError(KindInvalidInput, "this write copies the credential to %s; supply %s in the same write (a write without the secret cannot send it somewhere new)",
+		what, quoteList(missing))
 }
 
 // quoteList renders field names as "a", "b".

@@ -173,3 +173,40 @@ func TestMirrorPendingSurvivesAnInterruptedWrite(t *testing.T) {
 	status = e.mustRequest(t, logical.ReadOperation, "mirror/status", nil).Data["status"].([]map[string]any)
 	require.Equal(t, "synced", status[0]["sync_status"])
 }
+
+// TestStartingToMirrorNeedsTheSecret: a write that copies a credential to a
+// new mirror target, or switches its targets from the token to the secret
+// fields, must carry the secret it would send, as an endpoint change must
+// (before, an update with only mirror=aws copied the stored api_key to AWS).
+// Dropping a target needs nothing.
+func TestStartingToMirrorNeedsTheSecret(t *testing.T) {
+	e := newMirrorEnv(t)
+	e.mustRequest(t, logical.CreateOperation, "creds/k", map[string]any{"type": "api_key", "api_key": "k-SECRET-1"})
+
+	_, err := e.request(t, logical.UpdateOperation, "creds/k", map[string]any{"mirror": "aws"})
+	requireKind(t, err, KindInvalidInput, `"aws"`, `"api_key"`)
+	require.NotContains(t, err.Error(), "k-SECRET-1")
+	require.Empty(t, e.aws.Names(), "nothing copied")
+	require.Empty(t, e.mustRequest(t, logical.ReadOperation, "creds/k", nil).Data["mirror"], "nothing changed")
+
+	e.mustRequest(t, logical.UpdateOperation, "creds/k", map[string]any{"mirror": "aws", "api_key": "k-SECRET-1"})
+	require.Equal(t, "k-SECRET-1", fieldOf(e.awsDoc(t, "k"), "api_key"))
+	require.EqualValues(t, 1, e.mustRequest(t, logical.ReadOperation, "creds/k", nil).Data["version"], "the same secret is no new version")
+
+	// Adding a second target is a new destination too; keeping the ones
+	// it has is not.
+	_, err = e.request(t, logical.UpdateOperation, "creds/k", map[string]any{"mirror": "aws,azure"})
+	requireKind(t, err, KindInvalidInput, `"azure"`)
+	e.mustRequest(t, logical.UpdateOperation, "creds/k", map[string]any{"mirror": "aws", "description": "kept"})
+
+	// From the token to the secret fields on the same targets.
+	e.mustRequest(t, logical.CreateOperation, "creds/b", map[string]any{
+		"type": "basic_auth", "username": "u", "password": "p-SECRET-1", "mirror": "azure", "mirror_content": "token"})
+	_, err = e.request(t, logical.UpdateOperation, "creds/b", map[string]any{"mirror_content": "secret"})
+	requireKind(t, err, KindInvalidInput, "mirror_content=secret", `"password"`)
+	e.mustRequest(t, logical.UpdateOperation, "creds/b", map[string]any{"mirror_content": "secret", "password": "p-SECRET-1"})
+
+	// Dropping targets needs no secret.
+	e.mustRequest(t, logical.UpdateOperation, "creds/k", map[string]any{"mirror": ""})
+	require.Empty(t, e.aws.Names())
+}

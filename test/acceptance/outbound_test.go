@@ -124,3 +124,36 @@ func TestOutboundPolicyMirrorsSendNothing(t *testing.T) {
 		t.Fatal("with the endpoint allowed the AWS fake received nothing")
 	}
 }
+
+// TestMirroringNeedsTheSecret: through a real Vault, a caller whose policy
+// lets it update a credential but who does not send the secret cannot
+// start copying it to a mirror target (where other people's policies decide
+// who reads it); with the secret in the same write it can. The AWS fake
+// receives nothing until then.
+func TestMirroringNeedsTheSecret(t *testing.T) {
+	v := harness.SharedDev(t)
+	mount := ownMount(t, v, "nebula-mirror-secret")
+	root := apiDriver{c: v.Client()}
+	aws := mirrortest.NewAWS(t)
+	mustWrite(t, root, mount+"/config", map[string]any{"insecure_http_hosts": "127.0.0.1"})
+	mustWrite(t, root, mount+"/mirror/aws", map[string]any{
+		"region": aws.Region(), "endpoint": aws.URL(), "access_key": aws.AccessKey(), "secret_key": aws.SecretKey()})
+	name := newName("mirror-secret")
+	mustWrite(t, root, mount+"/creds/"+name, map[string]any{"type": "api_key", "api_key": "mirror-SECRET-3"})
+
+	editor := apiDriver{c: v.ClientWithToken(tokenWithPolicy(t, v, newName("creds-editor"), fmt.Sprintf(`
+path "%s/creds/%s" {
+  capabilities = ["read", "update"]
+}
+`, mount, name)))}
+	_, err := editor.Write(t, mount+"/creds/"+name, map[string]any{"mirror": "aws"})
+	requireError(t, err, http.StatusBadRequest, "invalid_input")
+	requireErrorMentions(t, err, "aws", "api_key")
+	if n := aws.Connections(); n != 0 {
+		t.Fatalf("the AWS fake received %d connections after the refused write; want none", n)
+	}
+	mustWrite(t, editor, mount+"/creds/"+name, map[string]any{"mirror": "aws", "api_key": "mirror-SECRET-3"})
+	if aws.Connections() == 0 {
+		t.Fatal("with the secret supplied the AWS fake received nothing")
+	}
+}
