@@ -188,6 +188,11 @@ func TestStartingToMirrorNeedsTheSecret(t *testing.T) {
 	require.NotContains(t, err.Error(), "k-SECRET-1")
 	require.Empty(t, e.aws.Names(), "nothing copied")
 	require.Empty(t, e.mustRequest(t, logical.ReadOperation, "creds/k", nil).Data["mirror"], "nothing changed")
+	batch := e.mustRequest(t, logical.UpdateOperation, "batch/create", map[string]any{
+		"items": []any{map[string]any{"name": "k", "mirror": "aws"}}}).Data
+	require.EqualValues(t, 1, batch["failed"], "a batch item is held to the same rule: %v", batch)
+	require.Contains(t, batch["results"].([]map[string]any)[0]["error"], `"api_key"`)
+	require.Empty(t, e.aws.Names())
 
 	e.mustRequest(t, logical.UpdateOperation, "creds/k", map[string]any{"mirror": "aws", "api_key": "k-SECRET-1"})
 	require.Equal(t, "k-SECRET-1", fieldOf(e.awsDoc(t, "k"), "api_key"))
