@@ -70,25 +70,23 @@ func TestPrivateKeyJWTClientCredentials(t *testing.T) {
 }
 
 // jwtClientRefreshToken signs the user in to the private_key_jwt client and
-// exchanges the code with a client assertion.
-func jwtClientRefreshToken(tb testing.TB, srv *oauthserver.Server) string {
+// exchanges the code with a client assertion (aud: the server's issuer
+// URL), through the engine's upstream client.
+func jwtClientRefreshToken(tb testing.TB, e *testEnv, srv *oauthserver.Server) string {
 	tb.Helper()
 	id, kid, pemKey := srv.PrivateKeyJWTClient()
 	key, err := upstream.NewSigningKey(pemKey, kid, "")
 	require.NoError(tb, err)
-	ep := srv.Endpoint()
-	ep.AuthStyle = oauth2.AuthStyleInParams
-	conf := &oauth2.Config{ClientID: id, Endpoint: ep, RedirectURL: "http://127.0.0.1:1/callback", Scopes: []string{"openid", "offline_access"}}
+	const redirect = "http://127.0.0.1:1/callback"
+	conf := &oauth2.Config{ClientID: id, Endpoint: srv.Endpoint(), RedirectURL: redirect, Scopes: []string{"openid", "offline_access"}}
 	verifier := oauth2.GenerateVerifier()
 	back := srv.Login(tb, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier)))
-	params, err := upstream.ClientAssertionParams(key, id, srv.URL)
+	cfg, err := e.b.getConfig(context.Background(), e.storage)
 	require.NoError(tb, err)
-	opts := []oauth2.AuthCodeOption{oauth2.VerifierOption(verifier)}
-	for k, v := range params {
-		opts = append(opts, oauth2.SetAuthURLParam(k, v[0]))
-	}
-	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, http.DefaultClient)
-	tok, err := conf.Exchange(ctx, mustQuery(tb, back, "code"), opts...)
+	tok, err := e.b.upstream(cfg).Exchange(context.Background(), upstream.ExchangeRequest{
+		Request: upstream.Request{ClientID: id, TokenURL: srv.TokenURL(), ClientKey: key, AssertionAudience: srv.URL},
+		Code:    mustQuery(tb, back, "code"), Verifier: verifier, RedirectURI: redirect,
+	})
 	require.NoError(tb, err)
 	require.NotEmpty(tb, tok.RefreshToken)
 	return tok.RefreshToken
@@ -96,7 +94,7 @@ func jwtClientRefreshToken(tb testing.TB, srv *oauthserver.Server) string {
 
 func TestPrivateKeyJWTRefreshAndRevocation(t *testing.T) {
 	e, srv := newOAuthEnv(t, oauthserver.WithAccessTokenLifetime(10*time.Minute))
-	refresh := jwtClientRefreshToken(t, srv)
+	refresh := jwtClientRefreshToken(t, e, srv)
 	before := len(srv.Assertions())
 	id, kid, key := srv.PrivateKeyJWTClient()
 	e.mustRequest(t, logical.CreateOperation, "creds/user", map[string]any{
@@ -113,7 +111,7 @@ func TestPrivateKeyJWTRefreshAndRevocation(t *testing.T) {
 
 	// A new refresh token retires version 1, whose grant is revoked,
 	// authenticated the same way.
-	refresh2 := jwtClientRefreshToken(t, srv)
+	refresh2 := jwtClientRefreshToken(t, e, srv)
 	e.mustRequest(t, logical.UpdateOperation, "creds/user", map[string]any{"refresh_token": refresh2})
 	got := srv.Assertions()[before:]
 	requireFreshAssertions(t, got, "client_assertion", kid, "RS256", len(got))

@@ -56,7 +56,7 @@ var OAuth2 = register(&Type{
 		{Name: "signing_alg", Kind: KindString, Allowed: SigningAlgs,
 			Description: "JWS algorithm of signed assertions; defaults to RS256 for RSA keys and ES256 (ES384, ES512) for EC keys."},
 		{Name: "assertion_audience", Kind: KindString, MaxLength: 1024,
-			Description: "The aud claim of private_key_jwt client assertions; defaults to the URL called (token or revocation endpoint). Some servers want their issuer URL."},
+			Description: "The aud claim of private_key_jwt client assertions; defaults to the URL called (token, device authorization or revocation endpoint). Some servers want their issuer URL."},
 		{Name: "issuer", Kind: KindString, MaxLength: 1024, Description: "The iss claim of jwt_bearer assertions."},
 		{Name: "subject", Kind: KindString, MaxLength: 1024, Description: "The sub claim of jwt_bearer assertions; defaults to issuer (for google-service-account: the user to act as, domain-wide delegation)."},
 		{Name: "service_account_json", Kind: KindString, Secret: true, Multiline: true,

@@ -122,14 +122,3 @@ func clientAssertion(params map[string][]string, key *SigningKey, clientID, endp
 	params["client_assertion"] = []string{a}
 	return nil
 }
-
-// ClientAssertionParams returns the parameters of private_key_jwt client
-// authentication for one request to endpoint (token or revocation), for
-// callers building their own requests (interactive flows).
-func ClientAssertionParams(key *SigningKey, clientID, endpoint string) (map[string][]string, error) {
-	params := map[string][]string{}
-	if err := clientAssertion(params, key, clientID, endpoint, time.Now()); err != nil {
-		return nil, err
-	}
-	return params, nil
-}
