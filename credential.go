@@ -176,7 +176,6 @@ func idemKey(storageID string) string                      { return idemPrefix +
 func idemStorageID(key string) string                      { return hexSHA256([]byte(key)) }
 func hexSHA256(b []byte) string                            { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 func (c *credential) typ() *types.Type                     { t, _ := types.Lookup(c.Type); return t }
-func (c *credential) secretKey() string                    { return secretKey(c.Name, c.ID) }
 func (s *secretVersion) merged(c *credential) types.Values { return c.Fields.Merge(s.Fields) }
 
 // endpointFields are the oauth2 fields that say where a credential's

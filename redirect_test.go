@@ -90,7 +90,7 @@ func TestEndpointChangeNeedsTheIssuedRefreshToken(t *testing.T) {
 	c, sv, err := loadCredentialWithCurrent(t.Context(), e.storage, "svc")
 	require.NoError(t, err)
 	sv.Token = &issuedToken{AccessToken: "at", TokenType: "Bearer", RefreshToken: "issued-rt", Expiry: e.clock.Now().Add(time.Hour)}
-	entry, err := jsonEntry(c.secretKey(), sv, true)
+	entry, err := jsonEntry(secretKey(c.Name, c.ID), sv, true)
 	require.NoError(t, err)
 	require.NoError(t, e.storage.Put(t.Context(), entry))
 
