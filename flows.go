@@ -150,6 +150,9 @@ func (f *flow) responseData(now time.Time) map[string]any {
 	if !f.EndedAt.IsZero() {
 		data["ended_at"] = f.EndedAt.UTC().Format(time.RFC3339)
 	}
+	if f.Reconnect {
+		data["reconnect"] = true
+	}
 	switch status {
 	case flowFailed:
 		data["error"] = f.Error

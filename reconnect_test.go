@@ -197,6 +197,7 @@ func TestFlowReconnectsACredentialThatNeedsIt(t *testing.T) {
 
 	// The user signs in again through creds/user/reconnect.
 	started := e.mustRequest(t, logical.UpdateOperation, "creds/user/reconnect", reconnect).Data
+	require.Equal(t, true, started["reconnect"], "the flow says it reconnects")
 	back := srv.Login(t, started["auth_url"].(string))
 	u, err := url.Parse(back)
 	require.NoError(t, err)

@@ -309,7 +309,8 @@ var providerResponses = respOK("The OAuth2 provider preset.", map[string]*framew
 // flows/<flow_id>/complete (flow.responseData).
 var flowResponses = respOK("The flow's status.", map[string]*framework.FieldSchema{
 	"flow_id":                   always(framework.TypeString, "Id of the flow."),
-	"name":                      always(framework.TypeString, "Name of the credential the flow creates."),
+	"name":                      always(framework.TypeString, "Name of the credential the flow creates, or reconnects."),
+	"reconnect":                 sometimes(framework.TypeBool, "true when creds/<name>/reconnect started the flow: it gives the existing credential a new grant."),
 	"grant_type":                always(framework.TypeString, "authorization_code or device_code."),
 	"interaction_type":          always(framework.TypeString, "How the user signs in: redirect (browser) or device_code."),
 	"status":                    always(framework.TypeString, "pending, completed, failed or expired."),

@@ -106,6 +106,9 @@ type Flow struct {
 	ID string
 	// Name is the name of the credential the flow creates.
 	Name string
+	// Reconnect is true for a flow ReconnectFlow started: it gives the
+	// existing credential Name a new grant.
+	Reconnect bool
 	// GrantType is GrantAuthorizationCode or GrantDeviceCode.
 	GrantType string
 	// InteractionType says what the user does: InteractionRedirect or
@@ -147,6 +150,7 @@ type Flow struct {
 type flowWire struct {
 	FlowID                  string    `json:"flow_id"`
 	Name                    string    `json:"name"`
+	Reconnect               bool      `json:"reconnect"`
 	GrantType               string    `json:"grant_type"`
 	InteractionType         string    `json:"interaction_type"`
 	Status                  string    `json:"status"`
@@ -166,7 +170,7 @@ type flowWire struct {
 
 func (w *flowWire) flow(warnings []string) *Flow {
 	return &Flow{
-		ID: w.FlowID, Name: w.Name, GrantType: w.GrantType, InteractionType: w.InteractionType,
+		ID: w.FlowID, Name: w.Name, Reconnect: w.Reconnect, GrantType: w.GrantType, InteractionType: w.InteractionType,
 		Status: w.Status, CreatedAt: w.CreatedAt, ExpiresAt: w.ExpiresAt, EndedAt: w.EndedAt,
 		AuthURL: w.AuthURL, RedirectURI: w.RedirectURI, UserCode: w.UserCode,
 		VerificationURI: w.VerificationURI, VerificationURIComplete: w.VerificationURIComplete,

@@ -423,7 +423,7 @@ func TestReconnectFlow(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ReconnectFlow: %v", err)
 	}
-	if flow.Status != client.FlowStatusPending || flow.AuthURL == "" || flow.Name != name {
+	if flow.Status != client.FlowStatusPending || flow.AuthURL == "" || flow.Name != name || !flow.Reconnect {
 		t.Fatalf("ReconnectFlow answered %+v", flow)
 	}
 	back, err := url.Parse(srv.Login(t, flow.AuthURL))
