@@ -89,8 +89,8 @@ func parseAuditFilter(d *framework.FieldData, maxLimit int) (auditFilter, error)
 // only that node can flush the events it buffers, and a standby's copy of
 // storage may lag behind.
 func (b *backend) auditQuery(ctx context.Context, req *logical.Request, f auditFilter) ([]auditEvent, string, error) {
-	if !b.writable() {
-		return nil, "", logical.ErrReadOnly
+	if err := b.onActiveNode(); err != nil {
+		return nil, "", err
 	}
 	if err := b.auditLog.flush(ctx, req.Storage); err != nil {
 		return nil, "", err

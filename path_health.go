@@ -89,8 +89,12 @@ func credentialIssues(c *credential, now time.Time) []healthIssue {
 	return issues
 }
 
+// pathHealthRead, pathMetricsRead and pathCredMetricsRead run on the active
+// node (onActiveNode): it runs background refresh, rotations, mirrors and
+// the audit flusher, and its counters and summaries are the cluster's; a
+// standby's own answer would depend on which node a load balancer picked.
 func (b *backend) pathHealthRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	if err := b.operatorReadOnActive(); err != nil {
+	if err := b.onActiveNode(); err != nil {
 		return nil, err
 	}
 	now := b.now()
@@ -144,7 +148,7 @@ func (b *backend) extraHealthIssues(ctx context.Context, s logical.Storage) []he
 }
 
 func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	if err := b.operatorReadOnActive(); err != nil {
+	if err := b.onActiveNode(); err != nil {
 		return nil, err
 	}
 	switch d.Get("format").(string) {
@@ -188,7 +192,7 @@ func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, d *
 }
 
 func (b *backend) pathCredMetricsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	if err := b.operatorReadOnActive(); err != nil {
+	if err := b.onActiveNode(); err != nil {
 		return nil, err
 	}
 	c, err := loadCredentialRequired(ctx, req.Storage, d.Get("name").(string))

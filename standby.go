@@ -90,13 +90,11 @@ func isReadOnly(err error) bool {
 	return false
 }
 
-// operatorReadOnActive answers logical.ErrReadOnly on a node that cannot
-// write (an OpenBao standby serving reads, a Vault performance standby), so
-// the host forwards health and metrics reads to the active node: the node
-// that runs background refresh, rotations, mirrors and the audit flusher,
-// and whose counters and summaries are the cluster's. A standby's own
-// answer would depend on which node a load balancer picked.
-func (b *backend) operatorReadOnActive() error {
+// onActiveNode answers logical.ErrReadOnly on a node that cannot write (an
+// OpenBao standby serving reads, a Vault performance standby), so the host
+// forwards the request to the active node; nil on the active node. Callers
+// say why their request must run there.
+func (b *backend) onActiveNode() error {
 	if !b.writable() {
 		return logical.ErrReadOnly
 	}

@@ -251,10 +251,10 @@ func (b *backend) requestToken(ctx context.Context, s logical.Storage, cfg *Conf
 		}
 		req.Grant = types.GrantRefreshToken
 	}
-	if !b.writable() {
+	if err := b.onActiveNode(); err != nil {
 		// A standby must not use (and, with rotating refresh tokens,
 		// consume) a grant whose next token it cannot store.
-		return nil, logical.ErrReadOnly
+		return nil, err
 	}
 	if err := upstream.CheckURL(cfg.HostAllowed, req.TokenURL); err != nil {
 		return nil, &CredentialError{Kind: KindRefreshFailed, Msg: fmt.Sprintf("credential %q: token_url %v", c.Name, err), Err: err}

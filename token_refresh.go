@@ -118,8 +118,8 @@ const writeProbeKey = "write-probe"
 // failing otherwise is a storage error: the refresh is not made, since its
 // result could not be stored either.
 func (b *backend) checkWritable(ctx context.Context, s logical.Storage) error {
-	if !b.writable() {
-		return logical.ErrReadOnly
+	if err := b.onActiveNode(); err != nil {
+		return err
 	}
 	err := s.Put(ctx, &logical.StorageEntry{Key: writeProbeKey, Value: []byte(b.now().UTC().Format(time.RFC3339))})
 	switch {
