@@ -222,14 +222,36 @@ func destinations(fields types.Values, snapshot map[string]string) map[string]st
 // heldSecrets lists the secret fields a version holds a value for, the
 // refresh token issued by the upstream included.
 func heldSecrets(t *types.Type, sv *secretVersion) []string {
+	return secretsOf(t, sv, true)
+}
+
+// writtenSecrets lists the secret fields a version stores as written (an
+// issued refresh token is not one of them).
+func writtenSecrets(t *types.Type, sv *secretVersion) []string {
+	return secretsOf(t, sv, false)
+}
+
+func secretsOf(t *types.Type, sv *secretVersion, issued bool) []string {
 	var held []string
 	for _, name := range t.SecretFields() {
 		stored, _ := sv.Fields[name].(string)
-		if stored != "" || name == "refresh_token" && sv.Token != nil && sv.Token.RefreshToken != "" {
+		if stored != "" || issued && name == "refresh_token" && sv.Token != nil && sv.Token.RefreshToken != "" {
 			held = append(held, name)
 		}
 	}
 	return held
+}
+
+// unsupplied lists the fields of names that values gives no (non-empty)
+// string for.
+func unsupplied(names []string, values types.Values) []string {
+	var missing []string
+	for _, name := range names {
+		if supplied, _ := values[name].(string); supplied == "" {
+			missing = append(missing, name)
+		}
+	}
+	return missing
 }
 
 // maxNameLength bounds credential names.

@@ -312,13 +312,7 @@ func (b *backend) checkDestination(ctx context.Context, s logical.Storage, exist
 	if len(changed) == 0 {
 		return false, nil
 	}
-	var missing []string
-	for _, name := range heldSecrets(t, current) {
-		if supplied, _ := values[name].(string); supplied == "" {
-			missing = append(missing, name)
-		}
-	}
-	if len(missing) > 0 {
+	if missing := unsupplied(heldSecrets(t, current), values); len(missing) > 0 {
 		return false, newError(KindInvalidInput, "this write changes %s, where the credential's secrets are sent; supply %s in the same write (stored secrets are never sent to a new endpoint)",
 			quoteList(changed), quoteList(missing))
 	}
@@ -345,13 +339,7 @@ func checkMirrorDestination(existing, c *credential, current *secretVersion, val
 	if len(added) == 0 && !toSecret {
 		return nil
 	}
-	var missing []string
-	for _, name := range existing.typ().SecretFields() {
-		stored, _ := current.Fields[name].(string)
-		if supplied, _ := values[name].(string); stored != "" && supplied == "" {
-			missing = append(missing, name)
-		}
-	}
+	missing := unsupplied(writtenSecrets(existing.typ(), current), values)
 	if len(missing) == 0 {
 		return nil
 	}
