@@ -178,10 +178,6 @@ func hexSHA256(b []byte) string                            { s := sha256.Sum256(
 func (c *credential) typ() *types.Type                     { t, _ := types.Lookup(c.Type); return t }
 func (s *secretVersion) merged(c *credential) types.Values { return c.Fields.Merge(s.Fields) }
 
-// endpointFields are the oauth2 fields that say where a credential's
-// secrets are sent.
-var endpointFields = []string{"token_url", "auth_url", "device_url", "revocation_url"}
-
 // upstreamValues are the values requests to the credential's upstream use:
 // merged, with the provider endpoints the credential was written with where
 // it sets no URL of its own.
@@ -205,53 +201,6 @@ func (f *flow) upstreamValues() types.Values {
 		}
 	}
 	return v
-}
-
-// destinations are the endpoint URLs secrets go to, by field name: the
-// explicit field, else the provider snapshot's.
-func destinations(fields types.Values, snapshot map[string]string) map[string]string {
-	out := map[string]string{}
-	for _, field := range endpointFields {
-		if u := firstNonEmpty(fields.String(field), snapshot[field]); u != "" {
-			out[field] = u
-		}
-	}
-	return out
-}
-
-// heldSecrets lists the secret fields a version holds a value for, the
-// refresh token issued by the upstream included.
-func heldSecrets(t *types.Type, sv *secretVersion) []string {
-	return secretsOf(t, sv, true)
-}
-
-// writtenSecrets lists the secret fields a version stores as written (an
-// issued refresh token is not one of them).
-func writtenSecrets(t *types.Type, sv *secretVersion) []string {
-	return secretsOf(t, sv, false)
-}
-
-func secretsOf(t *types.Type, sv *secretVersion, issued bool) []string {
-	var held []string
-	for _, name := range t.SecretFields() {
-		stored, _ := sv.Fields[name].(string)
-		if stored != "" || issued && name == "refresh_token" && sv.Token != nil && sv.Token.RefreshToken != "" {
-			held = append(held, name)
-		}
-	}
-	return held
-}
-
-// unsupplied lists the fields of names that values gives no (non-empty)
-// string for.
-func unsupplied(names []string, values types.Values) []string {
-	var missing []string
-	for _, name := range names {
-		if supplied, _ := values[name].(string); supplied == "" {
-			missing = append(missing, name)
-		}
-	}
-	return missing
 }
 
 // maxNameLength bounds credential names.
