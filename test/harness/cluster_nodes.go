@@ -151,11 +151,7 @@ func (c *Cluster) StopNode(tb testing.TB, i int) {
 // crash would: nothing runs on the way down.
 func (c *Cluster) KillNode(tb testing.TB, i int) {
 	tb.Helper()
-	v := c.nodes[i]
-	v.mu.Lock()
-	cmd, done := v.cmd, v.done
-	v.cmd, v.done = nil, nil
-	v.mu.Unlock()
+	cmd, done := c.nodes[i].detach()
 	if cmd == nil {
 		return
 	}

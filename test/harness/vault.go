@@ -449,13 +449,20 @@ func (v *Vault) setupPlugin(ctx context.Context) error {
 	return nil
 }
 
+// detach takes the running server process (nil when none) and its exit
+// channel from v, so that one caller ends it.
+func (v *Vault) detach() (*exec.Cmd, chan struct{}) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	cmd, done := v.cmd, v.done
+	v.cmd, v.done = nil, nil
+	return cmd, done
+}
+
 // stop ends the server process: SIGTERM, then SIGKILL to its process group
 // (the plugin processes included) when it does not exit in time.
 func (v *Vault) stop() {
-	v.mu.Lock()
-	cmd, done := v.cmd, v.done
-	v.cmd, v.done = nil, nil
-	v.mu.Unlock()
+	cmd, done := v.detach()
 	if cmd == nil {
 		return
 	}
