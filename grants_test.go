@@ -222,7 +222,7 @@ func TestReadOnlyStorageIsForwarded(t *testing.T) {
 // storage failed to take it.
 func TestIssuedRefreshTokenSurvivesAFailedPut(t *testing.T) {
 	e, srv := newOAuthEnv(t, oauthserver.WithAccessTokenLifetime(10*time.Minute))
-	id, secret, refresh := obtainRefreshToken(t, srv)
+	id, secret, refresh := srv.SignedInGrant(t)
 	e.mustRequest(t, logical.CreateOperation, "creds/user", map[string]any{
 		"type": "oauth2", "grant_type": "refresh_token", "client_id": id, "client_secret": secret,
 		"refresh_token": refresh, "token_url": srv.TokenURL(), "auth_style": "header",
@@ -265,7 +265,7 @@ func TestIssuedRefreshTokenSurvivesAFailedPut(t *testing.T) {
 // Item 7, background path: a held token is written by the periodic run.
 func TestHeldTokenIsStoredByThePeriodicRun(t *testing.T) {
 	e, srv := newOAuthEnv(t, oauthserver.WithAccessTokenLifetime(10*time.Minute))
-	id, secret, refresh := obtainRefreshToken(t, srv)
+	id, secret, refresh := srv.SignedInGrant(t)
 	e.mustRequest(t, logical.CreateOperation, "creds/user", map[string]any{
 		"type": "oauth2", "grant_type": "refresh_token", "client_id": id, "client_secret": secret,
 		"refresh_token": refresh, "token_url": srv.TokenURL(), "auth_style": "header",
@@ -295,7 +295,7 @@ func TestRotationKeepsAGrantTheNewVersionStillUses(t *testing.T) {
 	for _, strategy := range []string{"immediate", "blue_green"} {
 		t.Run(strategy, func(t *testing.T) {
 			e, srv := newOAuthEnv(t, oauthserver.WithAccessTokenLifetime(time.Hour), oauthserver.WithoutRefreshTokenRotation())
-			id, secret, refresh := obtainRefreshToken(t, srv)
+			id, secret, refresh := srv.SignedInGrant(t)
 			e.mustRequest(t, logical.CreateOperation, "creds/g", map[string]any{
 				"type": "oauth2", "grant_type": "refresh_token", "client_id": id, "client_secret": secret,
 				"refresh_token": refresh, "token_url": srv.TokenURL(), "revocation_url": srv.RevocationURL(), "auth_style": "header",
@@ -349,7 +349,7 @@ func TestMissingNameReadsLeaveBoundedCacheGenerations(t *testing.T) {
 // is kept for the current version instead of being lost.
 func TestFailedRotationKeepsTheIssuedRefreshToken(t *testing.T) {
 	e, srv := newOAuthEnv(t, oauthserver.WithAccessTokenLifetime(time.Hour))
-	id, secret, refresh := obtainRefreshToken(t, srv)
+	id, secret, refresh := srv.SignedInGrant(t)
 	e.mustRequest(t, logical.CreateOperation, "creds/user", map[string]any{
 		"type": "oauth2", "grant_type": "refresh_token", "client_id": id, "client_secret": secret,
 		"refresh_token": refresh, "token_url": srv.TokenURL(), "auth_style": "header",

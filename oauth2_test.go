@@ -12,7 +12,6 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/oauth2"
 
 	"github.com/nebula-credential/nebula-credential/test/harness/oauthserver"
 )
@@ -70,22 +69,6 @@ func TestClientCredentialsIssueAndReissue(t *testing.T) {
 	require.EqualValues(t, 2, srv.TokenRequests())
 }
 
-// obtainRefreshToken signs the test user in through the server's login page
-// and exchanges the code, as an interactive flow would.
-func obtainRefreshToken(tb testing.TB, srv *oauthserver.Server) (clientID, clientSecret, refresh string) {
-	tb.Helper()
-	id, secret := srv.WebClient()
-	conf := &oauth2.Config{ClientID: id, ClientSecret: secret, Endpoint: srv.Endpoint(),
-		RedirectURL: "http://127.0.0.1:1/callback", Scopes: []string{"openid", "offline_access"}}
-	verifier := oauth2.GenerateVerifier()
-	back := srv.Login(tb, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier)))
-	code := mustQuery(tb, back, "code")
-	tok, err := conf.Exchange(context.Background(), code, oauth2.VerifierOption(verifier))
-	require.NoError(tb, err)
-	require.NotEmpty(tb, tok.RefreshToken)
-	return id, secret, tok.RefreshToken
-}
-
 func mustQuery(tb testing.TB, rawURL, key string) string {
 	tb.Helper()
 	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
@@ -97,7 +80,7 @@ func mustQuery(tb testing.TB, rawURL, key string) string {
 
 func TestRefreshTokenGrantWithRotation(t *testing.T) {
 	e, srv := newOAuthEnv(t, oauthserver.WithAccessTokenLifetime(10*time.Minute))
-	id, secret, refresh := obtainRefreshToken(t, srv)
+	id, secret, refresh := srv.SignedInGrant(t)
 	e.mustRequest(t, logical.CreateOperation, "creds/user", map[string]any{
 		"type": "oauth2", "grant_type": "refresh_token", "client_id": id, "client_secret": secret,
 		"refresh_token": refresh, "token_url": srv.TokenURL(), "auth_style": "header",

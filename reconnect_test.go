@@ -44,7 +44,7 @@ func TestDeadGrantOrTransientFailure(t *testing.T) {
 func TestRevokedGrantNeedsReconnect(t *testing.T) {
 	e, srv := newOAuthEnv(t, oauthserver.WithAccessTokenLifetime(10*time.Minute))
 	rcv := withNotifications(t, e)
-	id, secret, refresh := obtainRefreshToken(t, srv)
+	id, secret, refresh := srv.SignedInGrant(t)
 	e.mustRequest(t, logical.CreateOperation, "creds/user", map[string]any{
 		"type": "oauth2", "grant_type": "refresh_token", "client_id": id, "client_secret": secret,
 		"refresh_token": refresh, "token_url": srv.TokenURL(), "auth_style": "header",
@@ -83,7 +83,7 @@ func TestRevokedGrantNeedsReconnect(t *testing.T) {
 	require.Equal(t, "needs_reconnect", e.mustRequest(t, logical.ReadOperation, "creds/user", nil).Data["status"])
 
 	// The user connects again; the new refresh token reactivates it.
-	_, _, fresh := obtainRefreshToken(t, srv)
+	_, _, fresh := srv.SignedInGrant(t)
 	e.mustRequest(t, logical.UpdateOperation, "creds/user", map[string]any{"refresh_token": fresh})
 	read = e.mustRequest(t, logical.ReadOperation, "creds/user", nil)
 	require.Equal(t, "active", read.Data["status"])

@@ -36,7 +36,7 @@ func newAttacker(tb testing.TB) *attacker {
 // reads its first token, so the version holds an issued refresh token too.
 func createRefreshCredential(tb testing.TB, e *testEnv, srv *oauthserver.Server, name string, extra map[string]any) (clientSecret, refresh string) {
 	tb.Helper()
-	id, secret, refresh := obtainRefreshToken(tb, srv)
+	id, secret, refresh := srv.SignedInGrant(tb)
 	data := map[string]any{
 		"type": "oauth2", "grant_type": "refresh_token", "client_id": id, "client_secret": secret,
 		"refresh_token": refresh, "token_url": srv.TokenURL(), "revocation_url": srv.RevocationURL(),
@@ -137,7 +137,7 @@ func TestProviderChangeKeepsTheEndpointsCredentialsWereWrittenWith(t *testing.T)
 	e.mustRequest(t, logical.UpdateOperation, "providers/corp", map[string]any{
 		"token_url": srv.TokenURL(), "revocation_url": srv.RevocationURL(), "auth_style": "header",
 	})
-	id, secret, refresh := obtainRefreshToken(t, srv)
+	id, secret, refresh := srv.SignedInGrant(t)
 	e.mustRequest(t, logical.CreateOperation, "creds/user", map[string]any{
 		"type": "oauth2", "grant_type": "refresh_token", "provider": "corp",
 		"client_id": id, "client_secret": secret, "refresh_token": refresh,

@@ -370,7 +370,7 @@ func TestOAuth2Rotation(t *testing.T) {
 	for _, strategy := range []string{"immediate", "blue_green"} {
 		t.Run(strategy, func(t *testing.T) {
 			e, srv := newOAuthEnv(t, oauthserver.WithAccessTokenLifetime(time.Hour))
-			id, secret, refresh := obtainRefreshToken(t, srv)
+			id, secret, refresh := srv.SignedInGrant(t)
 			e.mustRequest(t, logical.CreateOperation, "creds/o", map[string]any{
 				"type": "oauth2", "grant_type": "refresh_token", "client_id": id, "client_secret": secret,
 				"refresh_token": refresh, "token_url": srv.TokenURL(), "revocation_url": srv.RevocationURL(), "auth_style": "header",

@@ -1,12 +1,7 @@
 package acceptance
 
 import (
-	"context"
-	"net/http"
-	"strings"
 	"testing"
-
-	"golang.org/x/oauth2"
 
 	"github.com/nebula-credential/nebula-credential/test/harness"
 	"github.com/nebula-credential/nebula-credential/test/harness/oauthserver"
@@ -24,7 +19,7 @@ func TestRotationKeepsAGrantTheProviderDoesNotRotate(t *testing.T) {
 	srv := oauthserver.Start(t, oauthserver.WithoutRefreshTokenRotation())
 	cliWrite(t, v, mount+"/config", "insecure_http_hosts=127.0.0.1")
 
-	id, secret, refresh := signedInGrant(t, srv)
+	id, secret, refresh := srv.SignedInGrant(t)
 	name := newName("grant")
 	cliWrite(t, v, mount+"/creds/"+name, "type=oauth2", "grant_type=refresh_token",
 		"client_id="+id, "client_secret="+secret, "refresh_token="+refresh,
@@ -57,31 +52,4 @@ func TestRotationKeepsAGrantTheProviderDoesNotRotate(t *testing.T) {
 	if n := srv.RevocationRequests(); n != 0 {
 		t.Errorf("the provider had %d revocation requests; want none: every token of the retired version belongs to the grant the new version uses", n)
 	}
-}
-
-// signedInGrant signs the test user in to srv's confidential web client and
-// exchanges the code, as an interactive flow would, for a refresh token.
-func signedInGrant(tb testing.TB, srv *oauthserver.Server) (clientID, clientSecret, refresh string) {
-	tb.Helper()
-	id, secret := srv.WebClient()
-	conf := &oauth2.Config{ClientID: id, ClientSecret: secret, Endpoint: srv.Endpoint(),
-		RedirectURL: "http://127.0.0.1:1/callback", Scopes: []string{"openid", "offline_access"}}
-	verifier := oauth2.GenerateVerifier()
-	back := srv.Login(tb, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier)))
-	req, err := http.NewRequest(http.MethodGet, back, nil)
-	if err != nil {
-		tb.Fatalf("callback URL %q: %v", back, err)
-	}
-	code := req.URL.Query().Get("code")
-	if code == "" || !strings.HasPrefix(back, "http://127.0.0.1:1/callback") {
-		tb.Fatalf("the sign-in answered no code")
-	}
-	tok, err := conf.Exchange(context.Background(), code, oauth2.VerifierOption(verifier))
-	if err != nil {
-		tb.Fatalf("exchanging the code: %v", err)
-	}
-	if tok.RefreshToken == "" {
-		tb.Fatal("the code exchange answered no refresh token")
-	}
-	return id, secret, tok.RefreshToken
 }

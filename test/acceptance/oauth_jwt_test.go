@@ -193,7 +193,7 @@ func TestRevokedGrantNeedsReconnect(t *testing.T) {
 	cliWrite(t, v, mount+"/config", "insecure_http_hosts=127.0.0.1", "notify_url="+rcv.URL+"/events", "notify_secret="+secret)
 	requireNoSecrets(t, "config read", cliRead(t, v, mount+"/config").Raw, []string{secret})
 
-	id, clientSecret, refresh := signedInGrant(t, srv)
+	id, clientSecret, refresh := srv.SignedInGrant(t)
 	name := newName("revoked")
 	cliWrite(t, v, mount+"/creds/"+name, "type=oauth2", "grant_type=refresh_token", "client_id="+id,
 		"client_secret="+clientSecret, "refresh_token="+refresh, "token_url="+srv.TokenURL(), "auth_style=header")
@@ -263,7 +263,7 @@ path "%s/creds/%s/reconnect" {
 	wantRequests(t, srv, calls, "starting a redirect flow")
 
 	// The user connects again: a new refresh token makes it active.
-	_, _, fresh := signedInGrant(t, srv) // one code exchange
+	_, _, fresh := srv.SignedInGrant(t) // one code exchange
 	calls++
 	cliWrite(t, v, mount+"/creds/"+name, "refresh_token="+fresh)
 	requireFields(t, cliRead(t, v, mount+"/creds/"+name).Data, map[string]string{"status": "active"})

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2"
 )
 
 const (
@@ -111,6 +113,34 @@ func (s *Server) Login(tb testing.TB, authURL string) (callbackURL string) {
 		tb.Fatalf("oauthserver: login answered %s at %s instead of redirecting to the client: %s", resp.Status, resp.Request.URL.Path, snippet(resp))
 	}
 	return loc
+}
+
+// SignedInGrant signs the test user in to the confidential web client
+// (Login) and exchanges the code with PKCE, as an interactive flow would.
+// It answers the client's id and secret and the refresh token issued.
+func (s *Server) SignedInGrant(tb testing.TB) (clientID, clientSecret, refresh string) {
+	tb.Helper()
+	id, secret := s.WebClient()
+	const redirect = "http://127.0.0.1:1/callback"
+	conf := &oauth2.Config{ClientID: id, ClientSecret: secret, Endpoint: s.Endpoint(),
+		RedirectURL: redirect, Scopes: []string{"openid", "offline_access"}}
+	verifier := oauth2.GenerateVerifier()
+	back, err := url.Parse(s.Login(tb, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier))))
+	if err != nil {
+		tb.Fatalf("oauthserver: callback URL: %v", err)
+	}
+	code := back.Query().Get("code")
+	if code == "" || !strings.HasPrefix(back.String(), redirect) {
+		tb.Fatalf("oauthserver: the sign-in answered no code: %s", back)
+	}
+	tok, err := conf.Exchange(context.Background(), code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		tb.Fatalf("oauthserver: exchanging the code: %v", err)
+	}
+	if tok.RefreshToken == "" {
+		tb.Fatal("oauthserver: the code exchange answered no refresh token")
+	}
+	return id, secret, tok.RefreshToken
 }
 
 // ApproveDevice approves a device authorization's user_code at the
