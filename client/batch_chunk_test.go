@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -82,13 +81,8 @@ func TestBatchFitsStringLimit(t *testing.T) {
 // batchRequest decodes the names a batch request carries.
 func batchRequest(t *testing.T, r loopRequest) []string {
 	t.Helper()
-	var in struct {
-		Items []struct {
-			Name string `json:"name"`
-		} `json:"items"`
-		Names []string `json:"names"`
-	}
-	if err := json.Unmarshal(r.Body, &in); err != nil {
+	in, err := decodeBatch(r.Body)
+	if err != nil {
 		t.Fatalf("request body: %v", err)
 	}
 	names := in.Names

@@ -110,6 +110,21 @@ func jsonStrings(body []byte) (int, error) {
 	}
 }
 
+// batchBody is what a batch/create (items) or batch/delete (names) request
+// carries, as far as the fake reads it.
+type batchBody struct {
+	Items []struct {
+		Name string `json:"name"`
+	} `json:"items"`
+	Names []string `json:"names"`
+}
+
+func decodeBatch(body []byte) (batchBody, error) {
+	var in batchBody
+	err := json.Unmarshal(body, &in)
+	return in, err
+}
+
 // batchAnswer answers a batch/create or batch/delete request as the engine
 // does when every item succeeds, refusing bodies over OpenBao's default
 // string limit as OpenBao's listener does.
@@ -117,13 +132,8 @@ func batchAnswer(_ int, r loopRequest) loopAnswer {
 	if n, err := jsonStrings(r.Body); err != nil || n > openBaoStringLimit {
 		return vaultError(http.StatusBadRequest, "refused JSON input due to high complexity: exceeded maximum number of strings")
 	}
-	var in struct {
-		Items []struct {
-			Name string `json:"name"`
-		} `json:"items"`
-		Names []string `json:"names"`
-	}
-	if err := json.Unmarshal(r.Body, &in); err != nil {
+	in, err := decodeBatch(r.Body)
+	if err != nil {
 		return vaultError(http.StatusBadRequest, "invalid_input: "+err.Error())
 	}
 	results := []map[string]any{}
