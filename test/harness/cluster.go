@@ -149,17 +149,20 @@ func newCluster(dir string, n int, opts []Option) (*Cluster, error) {
 
 func (c *Cluster) configPath(i int) string { return filepath.Join(c.nodes[i].dir, "vault.hcl") }
 
-// raftConfig is node i's configuration: integrated storage joining every
-// other node, its own listener, cluster address and plugin directory.
-// performance_multiplier = 1 makes elections take about a second instead
-// of five.
+// raftConfig is node i's configuration: integrated storage, its own
+// listener, cluster address and plugin directory, and for every node but
+// node 0 (the one start initialises) a retry_join to node 0 alone. A node
+// joins once, when the cluster starts; later restarts find their raft
+// state. (With every other node listed, a start once timed out with the
+// last node's unseal failing "failed to create cipher: crypto/aes: invalid
+// key size 0"; its retry_join had also asked a node that was still sealed,
+// the likely cause.) performance_multiplier = 1 makes
+// elections take about a second instead of five.
 func (c *Cluster) raftConfig(i int) string {
 	v := c.nodes[i]
 	var joins strings.Builder
-	for j, other := range c.nodes {
-		if j != i {
-			fmt.Fprintf(&joins, "  retry_join {\n    leader_api_addr = %q\n  }\n", other.Addr)
-		}
+	if i > 0 {
+		fmt.Fprintf(&joins, "  retry_join {\n    leader_api_addr = %q\n  }\n", c.nodes[0].Addr)
 	}
 	return v.serverConfig(fmt.Sprintf(`storage "raft" {
   path                   = %q
