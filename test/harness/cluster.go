@@ -33,8 +33,9 @@ const (
 )
 
 // Cluster is a Vault HA cluster on loopback: n server processes with
-// integrated storage (storage "raft"), joined with retry_join, initialised
-// with one key share, every node unsealed, and the plugin registered
+// integrated storage (storage "raft"), joined by hand
+// (sys/storage/raft/join), initialised with one key share, every node
+// unsealed, and the plugin registered
 // (versioned, with its SHA-256) and mounted at nebula/.
 //
 // Each node has its own plugin directory holding its own copy of the same
@@ -150,26 +151,26 @@ func newCluster(dir string, n int, opts []Option) (*Cluster, error) {
 func (c *Cluster) configPath(i int) string { return filepath.Join(c.nodes[i].dir, "vault.hcl") }
 
 // raftConfig is node i's configuration: integrated storage, its own
-// listener, cluster address and plugin directory, and for every node but
-// node 0 (the one start initialises) a retry_join to node 0 alone. A node
-// joins once, when the cluster starts; later restarts find their raft
-// state. (With every other node listed, a start once timed out with the
-// last node's unseal failing "failed to create cipher: crypto/aes: invalid
-// key size 0"; its retry_join had also asked a node that was still sealed,
-// the likely cause.) performance_multiplier = 1 makes
-// elections take about a second instead of five.
+// listener, cluster address and plugin directory. No retry_join: start
+// joins every node but node 0 by hand (sys/storage/raft/join, then one
+// unseal key), and later restarts find their raft state. With retry_join,
+// Vault's join goroutine and an unseal request race (an unseal arriving
+// while the goroutine has stored the leader's challenge but not yet marked
+// the join in progress answers the challenge itself; the goroutine then
+// answers again), and CI twice saw a node stay sealed for three minutes
+// with repeated unseals failing "failed to create cipher: crypto/aes:
+// invalid key size 0" (hashicorp/vault#25360 reports the same after a
+// second unseal). The manual join has no second party.
+// performance_multiplier = 1 makes elections take about a second instead
+// of five.
 func (c *Cluster) raftConfig(i int) string {
 	v := c.nodes[i]
-	var joins strings.Builder
-	if i > 0 {
-		fmt.Fprintf(&joins, "  retry_join {\n    leader_api_addr = %q\n  }\n", c.nodes[0].Addr)
-	}
 	return v.serverConfig(fmt.Sprintf(`storage "raft" {
   path                   = %q
   node_id                = %q
   performance_multiplier = 1
-%s}
-`, filepath.Join(v.dir, "raft"), fmt.Sprintf("node%d", i), joins.String()))
+}
+`, filepath.Join(v.dir, "raft"), fmt.Sprintf("node%d", i)))
 }
 
 // start brings a fresh cluster up: every process, then init and unseal of
@@ -205,6 +206,9 @@ func (c *Cluster) start(ctx context.Context) error {
 		return fmt.Errorf("configuring autopilot: %w", err)
 	}
 	for i := 1; i < len(c.nodes); i++ {
+		if err := c.join(ctx, i); err != nil {
+			return err
+		}
 		if err := c.unseal(ctx, i); err != nil {
 			return err
 		}
@@ -228,12 +232,29 @@ func (c *Cluster) spawn(i int) error {
 	return nil
 }
 
-// unseal submits the unseal key to node i until it reports unsealed. A
-// node that has not yet received node 0's join challenge (retry_join runs
-// every few seconds) answers that it is not initialised; it is asked again.
+// join asks node i, uninitialised, to join node 0: it fetches node 0's
+// challenge, which the unseal key then answers.
+func (c *Cluster) join(ctx context.Context, i int) error {
+	req := &api.RaftJoinRequest{LeaderAPIAddr: c.nodes[0].Addr}
+	resp, err := c.nodes[i].rawClient("").Sys().RaftJoinWithContext(ctx, req)
+	if err != nil {
+		return fmt.Errorf("node %d: joining node 0: %w", i, err)
+	}
+	if !resp.Joined {
+		return fmt.Errorf("node %d: joining node 0: not joined", i)
+	}
+	return nil
+}
+
+// unseal submits the unseal key to node i once and waits until it reports
+// unsealed. A joining node unseals only after node 0's data has streamed
+// in; submitting the key again meanwhile is what Vault cannot handle (see
+// raftConfig), so the key is sent again only if the first submission
+// failed.
 func (c *Cluster) unseal(ctx context.Context, i int) error {
 	v := c.nodes[i]
 	var last error
+	submitted := false
 	err := v.poll(ctx, "unsealed", func() (bool, error) {
 		sys := v.rawClient("").Sys()
 		status, err := sys.SealStatusWithContext(ctx)
@@ -244,10 +265,12 @@ func (c *Cluster) unseal(ctx context.Context, i int) error {
 		if !status.Sealed {
 			return true, nil
 		}
-		if status.Progress == 0 {
+		if !submitted {
 			if _, err := sys.UnsealWithContext(ctx, c.unsealKey); err != nil {
 				last = err
+				return false, nil
 			}
+			submitted = true
 		}
 		return false, nil
 	})
