@@ -32,8 +32,10 @@ import (
 // answer. Events are delivered off the request path, from a bounded
 // in-memory queue, by one goroutine with retries and backoff; a full queue
 // drops the event (counted), so a dead receiver never blocks anything.
-// Delivery is best effort: events still queued when the plugin stops are
-// lost.
+// Events not yet delivered when the plugin stops cleanly (Clean: reload,
+// upgrade, unmount, seal) are saved and sent by the next start on a node
+// that may write, so a delivery is at least once; a crash of the plugin
+// process loses the queue.
 
 // Notification events.
 const (
