@@ -3,8 +3,8 @@ package nebula
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -32,10 +32,12 @@ import (
 // answer. Events are delivered off the request path, from a bounded
 // in-memory queue, by one goroutine with retries and backoff; a full queue
 // drops the event (counted), so a dead receiver never blocks anything.
-// Events not yet delivered when the plugin stops cleanly (Clean: reload,
-// upgrade, unmount, seal) are saved and sent by the next start on a node
-// that may write, so a delivery is at least once; a crash of the plugin
-// process loses the queue.
+// On a node that may write, each event is also stored in an outbox
+// (notify/outbox/) before it is queued and deleted once delivered or given
+// up; the next start of the plugin (a reload, an upgrade, a restart after
+// a crash, or the new active node after a failover) sends what is still
+// stored, in order. Delivery is at least once: an event under way when the
+// plugin stops may arrive twice.
 
 // Notification events.
 const (
@@ -55,11 +57,10 @@ const (
 	// is in SealWrapStorage); config itself is not seal-wrapped.
 	notifySecretKey = notifyPrefix + "secret"
 	notifyPrefix    = "notify/"
-	// notifyPendingKey holds the events a stopping deliverer had not
-	// delivered (Clean: a plugin reload, upgrade or unmount), for the
-	// next start to send.
-	notifyPendingKey = notifyPrefix + "pending"
-	// notifyStorageTimeout bounds saving and loading them.
+	// notifyOutboxPrefix holds one entry per event not yet delivered or
+	// given up, keyed so that their order is the order they were queued.
+	notifyOutboxPrefix = notifyPrefix + "outbox/"
+	// notifyStorageTimeout bounds storing, deleting and loading them.
 	notifyStorageTimeout = 5 * time.Second
 )
 
@@ -74,7 +75,13 @@ type notifyEvent struct {
 
 // notifier queues and delivers notifications; its counters feed metrics.
 type notifier struct {
-	queue chan notifyEvent
+	queue chan queuedEvent
+
+	// run tells this backend's outbox entries from those of earlier runs,
+	// which a start resumes; seq orders entries stored in the same
+	// instant.
+	run string
+	seq atomic.Uint64
 
 	sent, failed, dropped atomic.Int64
 	// deadGrants counts credentials marked needs_reconnect.
@@ -90,7 +97,7 @@ type notifier struct {
 	storage logical.Storage    // guarded by mu; the running deliverer's
 	// unfinished is the event the deliverer was sending when it was
 	// stopped; written by the deliverer, read after it has exited.
-	unfinished *notifyEvent
+	unfinished *queuedEvent
 
 	secretMu     sync.Mutex
 	secret       string // guarded by secretMu
@@ -98,12 +105,13 @@ type notifier struct {
 }
 
 func (n *notifier) init() {
-	n.queue = make(chan notifyEvent, notifyQueueSize)
+	n.queue = make(chan queuedEvent, notifyQueueSize)
 	n.attempts, n.backoff = notifyAttempts, notifyBackoff
+	n.run = rand.Text()
 }
 
 // enqueue adds an event without ever blocking: a full queue drops it.
-func (n *notifier) enqueue(ev notifyEvent) bool {
+func (n *notifier) enqueue(ev queuedEvent) bool {
 	select {
 	case n.queue <- ev:
 		return true
@@ -112,6 +120,9 @@ func (n *notifier) enqueue(ev notifyEvent) bool {
 		return false
 	}
 }
+
+// full reports whether the queue has no room (a hint: it may change).
+func (n *notifier) full() bool { return len(n.queue) == cap(n.queue) }
 
 func (n *notifier) forgetSecret() {
 	n.secretMu.Lock()
@@ -126,15 +137,23 @@ func (b *backend) notify(ctx context.Context, s logical.Storage, event string, c
 	if err != nil || cfg.NotifyURL == "" {
 		return
 	}
-	ev := notifyEvent{Event: event, Credential: c.Name, Type: c.Type, Time: b.now().UTC().Format(time.RFC3339), ErrorCode: upstream.SafeCode(errorCode)}
-	if !b.notifier.enqueue(ev) {
-		b.logger.Warn("notification queue is full; event dropped", "event", event, "credential", c.Name)
+	ev := queuedEvent{notifyEvent: notifyEvent{Event: event, Credential: c.Name, Type: c.Type, Time: b.now().UTC().Format(time.RFC3339), ErrorCode: upstream.SafeCode(errorCode)}}
+	n := &b.notifier
+	if !n.full() {
+		ev.key = b.storeNotification(ctx, s, ev.notifyEvent)
+		if n.enqueue(ev) {
+			return
+		}
+	} else {
+		n.dropped.Add(1)
 	}
+	b.forgetNotification(s, ev.key)
+	b.logger.Warn("notification queue is full; event dropped", "event", event, "credential", c.Name)
 }
 
 // startNotifier starts the deliverer (InitializeFunc); it runs until
-// stopNotifier. On a node that may write it first queues the events the
-// last stop saved.
+// stopNotifier. On a node that may write it first queues the events
+// earlier runs left in the outbox.
 func (b *backend) startNotifier(s logical.Storage) {
 	n := &b.notifier
 	n.mu.Lock()
@@ -153,19 +172,21 @@ func (b *backend) startNotifier(s logical.Storage) {
 			case <-ctx.Done():
 				return
 			case ev := <-n.queue:
-				if !b.deliver(ctx, s, ev) {
+				if !b.deliver(ctx, s, ev.notifyEvent) {
 					n.unfinished = &ev
 					return
 				}
+				b.forgetNotification(s, ev.key)
 			}
 		}
 	}()
 }
 
 // stopNotifier stops the deliverer (Clean). The events it had not
-// delivered (the one under way and the queued ones) are saved for the next
-// start when this node may write; otherwise, or when saving fails, they are
-// lost and counted as dropped.
+// delivered (the one under way and the queued ones) stay in the outbox for
+// the next start; those that are not stored (queued when storage could not
+// be written) are stored now when this node may write, else they are lost
+// and counted as dropped.
 func (b *backend) stopNotifier() {
 	n := &b.notifier
 	n.mu.Lock()
@@ -177,88 +198,30 @@ func (b *backend) stopNotifier() {
 	}
 	cancel()
 	<-done
-	var pending []notifyEvent
-	if n.unfinished != nil {
-		pending = append(pending, *n.unfinished)
-		n.unfinished = nil
+	var unstored []queuedEvent
+	if ev := n.unfinished; ev != nil && ev.key == "" {
+		unstored = append(unstored, *ev)
 	}
+	n.unfinished = nil
 	for drained := false; !drained; {
 		select {
 		case ev := <-n.queue:
-			pending = append(pending, ev)
+			if ev.key == "" {
+				unstored = append(unstored, ev)
+			}
 		default:
 			drained = true
 		}
 	}
-	if len(pending) == 0 {
-		return
-	}
-	if err := b.saveNotifications(s, pending); err != nil {
-		n.dropped.Add(int64(len(pending)))
-		b.logger.Warn("undelivered notifications are lost", "events", len(pending), "error", err)
-	}
-}
-
-// pendingNotifications is the stored form of undelivered events.
-type pendingNotifications struct {
-	Events []notifyEvent `json:"events"`
-}
-
-// saveNotifications stores events for the next start, after any saved
-// before and not sent yet, keeping the newest notifyQueueSize.
-func (b *backend) saveNotifications(s logical.Storage, events []notifyEvent) error {
-	if !b.writable() {
-		return errors.New("this node cannot write storage")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), notifyStorageTimeout)
-	defer cancel()
-	var saved pendingNotifications
-	if entry, err := s.Get(ctx, notifyPendingKey); err != nil {
-		return err
-	} else if entry != nil {
-		if err := entry.DecodeJSON(&saved); err != nil {
-			return err
+	lost := 0
+	for _, ev := range unstored {
+		if b.storeNotification(context.Background(), s, ev.notifyEvent) == "" {
+			lost++
 		}
 	}
-	saved.Events = append(saved.Events, events...)
-	if over := len(saved.Events) - notifyQueueSize; over > 0 {
-		b.notifier.dropped.Add(int64(over))
-		saved.Events = saved.Events[over:]
-	}
-	entry, err := logical.StorageEntryJSON(notifyPendingKey, saved)
-	if err != nil {
-		return err
-	}
-	return s.Put(ctx, entry)
-}
-
-// resumeNotifications queues the events the last stop saved and deletes
-// them from storage, on a node that may write (a standby leaves them to
-// the active node). Failures are logged; the events stay stored.
-func (b *backend) resumeNotifications(s logical.Storage) {
-	if !b.writable() {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), notifyStorageTimeout)
-	defer cancel()
-	entry, err := s.Get(ctx, notifyPendingKey)
-	if err != nil || entry == nil {
-		if err != nil {
-			b.logger.Warn("could not read saved notifications", "error", err)
-		}
-		return
-	}
-	var saved pendingNotifications
-	if err := entry.DecodeJSON(&saved); err != nil {
-		b.logger.Warn("could not decode saved notifications; dropping them", "error", err)
-	} else {
-		for _, ev := range saved.Events {
-			b.notifier.enqueue(ev)
-		}
-		b.logger.Info("resuming undelivered notifications", "events", len(saved.Events))
-	}
-	if err := s.Delete(ctx, notifyPendingKey); err != nil {
-		b.logger.Warn("could not delete saved notifications", "error", err)
+	if lost > 0 {
+		n.dropped.Add(int64(lost))
+		b.logger.Warn("undelivered notifications are lost", "events", lost)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -232,7 +233,8 @@ func TestRotationDueIsSentOnceWhenTheWarningPeriodStarts(t *testing.T) {
 	queued := func() []notifyEvent {
 		var out []notifyEvent
 		for len(e.b.notifier.queue) > 0 {
-			out = append(out, <-e.b.notifier.queue)
+			ev := <-e.b.notifier.queue
+			out = append(out, ev.notifyEvent)
 		}
 		return out
 	}
@@ -277,10 +279,57 @@ func queueUndelivered(tb testing.TB, e *testEnv, events ...string) *notifyReceiv
 	return rcv
 }
 
+// outbox lists the notification outbox of e's storage.
+func outbox(tb testing.TB, e *testEnv) []string {
+	tb.Helper()
+	keys, err := e.storage.List(context.Background(), notifyOutboxPrefix)
+	require.NoError(tb, err)
+	return keys
+}
+
+// another makes a second backend on e's storage, as the plugin's next
+// start does.
+func another(tb testing.TB, e *testEnv) *backend {
+	tb.Helper()
+	conf := logical.TestBackendConfig()
+	conf.System = logical.TestSystemView()
+	conf.StorageView = e.storage
+	started, err := Factory(context.Background(), conf)
+	require.NoError(tb, err)
+	return started.(*vaultBackend).backend
+}
+
+// startAgain starts another backend's notifier, with a short backoff.
+func startAgain(tb testing.TB, e *testEnv) *backend {
+	tb.Helper()
+	next := another(tb, e)
+	next.notifier.backoff = time.Millisecond
+	next.startNotifier(e.storage)
+	tb.Cleanup(next.stopNotifier)
+	return next
+}
+
+// requireResent checks that the receiver got events from the svc
+// credential, in order and signed, that next counted them as sent and that
+// the outbox is empty afterwards.
+func requireResent(tb testing.TB, e *testEnv, rcv *notifyReceiver, next *backend, events []string) {
+	tb.Helper()
+	rcv.wait(tb, len(events))
+	got := rcv.received()
+	require.Len(tb, got, len(events))
+	for i, ev := range got {
+		require.Equal(tb, events[i], ev.Event, "in the order they were queued")
+		require.Equal(tb, "svc", ev.Credential)
+		require.True(tb, ev.verified, "signed")
+	}
+	waitFor(tb, "the deliveries counted", func() bool { return next.notifier.sent.Load() == int64(len(events)) })
+	waitFor(tb, "the outbox emptied", func() bool { return len(outbox(tb, e)) == 0 })
+}
+
 // TestUndeliveredNotificationsSurviveARestart: when the plugin stops
-// (Clean: a reload or upgrade), the event under way and the queued ones are
-// saved, and the next start on the same storage sends them, in order and
-// signed; none is counted as failed or dropped. Before, they were lost.
+// (Clean: a reload or upgrade), the event under way and the queued ones
+// stay in the outbox, and the next start on the same storage sends them,
+// in order and signed; none is counted as failed or dropped.
 func TestUndeliveredNotificationsSurviveARestart(t *testing.T) {
 	e := newTestBackend(t)
 	events := []string{eventNeedsReconnect, eventRefreshFailed, eventRotationFailed}
@@ -288,50 +337,100 @@ func TestUndeliveredNotificationsSurviveARestart(t *testing.T) {
 
 	e.b.stopNotifier() // what Clean does
 	require.Zero(t, len(e.b.notifier.queue))
-	entry, err := e.storage.Get(t.Context(), notifyPendingKey)
-	require.NoError(t, err)
-	require.NotNil(t, entry, "the undelivered events are saved")
-	var saved pendingNotifications
-	require.NoError(t, entry.DecodeJSON(&saved))
-	require.Len(t, saved.Events, len(events))
+	require.Len(t, outbox(t, e), len(events), "the undelivered events are stored")
 	require.Zero(t, e.b.notifier.failed.Load())
 	require.Zero(t, e.b.notifier.dropped.Load())
 	require.Empty(t, rcv.received())
 
-	// The plugin starts again on the same storage; the receiver is up.
-	rcv.answer(0)
-	conf := logical.TestBackendConfig()
-	conf.System = logical.TestSystemView()
-	conf.StorageView = e.storage
-	started, err := Factory(t.Context(), conf)
-	require.NoError(t, err)
-	next := started.(*vaultBackend).backend
-	next.notifier.backoff = time.Millisecond
-	next.startNotifier(e.storage)
-	t.Cleanup(next.stopNotifier)
-	rcv.wait(t, len(events))
-	got := rcv.received()
-	require.Len(t, got, len(events))
-	for i, ev := range got {
-		require.Equal(t, events[i], ev.Event, "in the order they were queued")
-		require.Equal(t, "svc", ev.Credential)
-		require.True(t, ev.verified, "signed")
-	}
-	waitFor(t, "three deliveries counted", func() bool { return next.notifier.sent.Load() == int64(len(events)) })
-	entry, err = e.storage.Get(t.Context(), notifyPendingKey)
-	require.NoError(t, err)
-	require.Nil(t, entry, "sent events are not kept")
+	rcv.answer(0) // the receiver is up when the plugin starts again
+	requireResent(t, e, rcv, startAgain(t, e), events)
 }
 
-// TestUndeliveredNotificationsOnAStandbyAreCounted: a node that cannot
-// write cannot save them: they are counted as dropped and logged.
-func TestUndeliveredNotificationsOnAStandbyAreCounted(t *testing.T) {
+// TestUndeliveredNotificationsSurviveACrash: the plugin process dies
+// without Clean (a crash, an OOM kill, a node that lost leadership and
+// never ran Clean): the events are stored as they are queued, so the next
+// start sends them all. Before the outbox, a clean stop saved them and a
+// crash lost them.
+func TestUndeliveredNotificationsSurviveACrash(t *testing.T) {
 	e := newTestBackend(t)
-	queueUndelivered(t, e, eventNeedsReconnect, eventRecovered)
+	events := []string{eventNeedsReconnect, eventRefreshFailed, eventRecovered}
+	rcv := queueUndelivered(t, e, events...)
+	require.Len(t, outbox(t, e), len(events), "stored while queued")
+
+	// No stopNotifier: the first backend is simply never heard of again
+	// (its deliverer waits an hour before its next attempt).
+	rcv.answer(0)
+	next := startAgain(t, e)
+	requireResent(t, e, rcv, next, events)
+	require.Zero(t, next.notifier.dropped.Load())
+}
+
+// TestResumedNotificationsAreBounded: a start queues at most the queue's
+// size from the outbox, the newest; the older ones are deleted and counted
+// as dropped.
+func TestResumedNotificationsAreBounded(t *testing.T) {
+	e := newTestBackend(t)
+	withNotifications(t, e)
+	for i := range notifyQueueSize + 5 {
+		key := fmt.Sprintf("%s%020d-EARLIER-%010d", notifyOutboxPrefix, i, i)
+		entry, err := jsonEntry(key, notifyEvent{Event: eventRefreshFailed, Credential: fmt.Sprintf("c%d", i), Type: "oauth2"}, true)
+		require.NoError(t, err)
+		require.NoError(t, e.storage.Put(t.Context(), entry))
+	}
+	next := another(t, e)
+	next.resumeNotifications(e.storage) // queues without a deliverer
+	require.Equal(t, notifyQueueSize, len(next.notifier.queue))
+	require.EqualValues(t, 5, next.notifier.dropped.Load())
+	first := <-next.notifier.queue
+	require.Equal(t, "c5", first.Credential, "the oldest five are dropped")
+	require.Len(t, outbox(t, e), notifyQueueSize)
+}
+
+// TestNotificationsOnAStandbyAreNotStored: a node that cannot write only
+// queues its events; when it stops they are lost, counted as dropped and
+// logged, and nothing is stored.
+func TestNotificationsOnAStandbyAreNotStored(t *testing.T) {
+	e := newTestBackend(t)
 	e.sys.ReplicationStateVal = consts.ReplicationPerformanceStandby
+	queueUndelivered(t, e, eventNeedsReconnect, eventRecovered)
+	require.Empty(t, outbox(t, e))
 	e.b.stopNotifier()
 	require.EqualValues(t, 2, e.b.notifier.dropped.Load())
-	entry, err := e.storage.Get(t.Context(), notifyPendingKey)
-	require.NoError(t, err)
-	require.Nil(t, entry)
+	require.Empty(t, outbox(t, e))
+}
+
+// TestNotificationsQueuedUnstoredAreStoredAtStop: events queued while the
+// node could not write are stored when it stops cleanly and may write
+// again, and the next start sends them.
+func TestNotificationsQueuedUnstoredAreStoredAtStop(t *testing.T) {
+	e := newTestBackend(t)
+	e.sys.ReplicationStateVal = consts.ReplicationPerformanceStandby
+	rcv := queueUndelivered(t, e, eventNeedsReconnect, eventRecovered, eventRotationFailed)
+	require.Empty(t, outbox(t, e))
+	e.sys.ReplicationStateVal = 0 // it may write again when it stops
+	e.b.stopNotifier()
+	require.Zero(t, e.b.notifier.dropped.Load())
+	require.Len(t, outbox(t, e), 3)
+	rcv.answer(0)
+	requireResent(t, e, rcv, startAgain(t, e), []string{eventNeedsReconnect, eventRecovered, eventRotationFailed})
+}
+
+// TestAStartDoesNotQueueItsOwnEventsTwice: the outbox a start resumes is
+// what earlier runs left; events this backend stored and queued itself
+// (before its deliverer started) are not queued a second time.
+func TestAStartDoesNotQueueItsOwnEventsTwice(t *testing.T) {
+	e := newTestBackend(t)
+	withNotifications(t, e)
+	e.b.stopNotifier()
+	c := &credential{Name: "svc", Type: "oauth2"}
+	e.b.notify(t.Context(), e.storage, eventNeedsReconnect, c, "invalid_grant")
+	e.b.notify(t.Context(), e.storage, eventRecovered, c, "")
+	require.Len(t, outbox(t, e), 2)
+	require.Equal(t, 2, len(e.b.notifier.queue))
+	e.b.resumeNotifications(e.storage)
+	require.Equal(t, 2, len(e.b.notifier.queue))
+	// Another backend on the same storage does resume them.
+	next := another(t, e)
+	next.resumeNotifications(e.storage)
+	require.Equal(t, 2, len(next.notifier.queue))
 }

@@ -3,6 +3,7 @@
 package harness
 
 import (
+	"errors"
 	"os"
 	"syscall"
 )
@@ -10,3 +11,7 @@ import (
 func sysProcAttr() *syscall.SysProcAttr { return nil }
 
 func killGroup(p *os.Process) { _ = p.Kill() }
+
+func childProcesses(int, string) ([]int, error) {
+	return nil, errors.New("finding plugin processes needs /proc (Linux)")
+}
