@@ -105,3 +105,30 @@ func TestUndeliveredNotificationsSurviveAPluginCrash(t *testing.T) {
 	}
 	requireSentAgain(t, v, v.Mount, rcv, name)
 }
+
+// TestUndeliveredNotificationsSurviveAFailover: the active node of a
+// three-node cluster crashes (SIGKILL to the server and its plugin: no
+// Clean) while a notification is under way; the outbox entry was
+// committed through raft before the event was queued, so the new active
+// node's plugin sends it. Before the outbox, the event was lost.
+func TestUndeliveredNotificationsSurviveAFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three servers")
+	}
+	c := harness.StartCluster(t, 3)
+	first := c.Active()
+	rcv, name := holdNotification(t, c.Node(first), harness.DefaultMount)
+
+	rcv.hold(false)
+	c.KillNode(t, first)
+	next := c.WaitActive(t, 60*time.Second)
+	if next == first {
+		t.Fatalf("the killed node %d is still named active", first)
+	}
+	// A request starts the mount's plugin on the new active node if it
+	// has not started yet.
+	if got := cliRead(t, c.Node(next), harness.DefaultMount+"/health"); field(got.Data, "status") == "" {
+		t.Errorf("health after the failover: %s", got.Raw)
+	}
+	requireSentAgain(t, c.Node(next), harness.DefaultMount, rcv, name)
+}
