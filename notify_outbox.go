@@ -2,6 +2,7 @@ package nebula
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -86,11 +87,17 @@ func (b *backend) resumeNotifications(s logical.Storage) {
 	resumed := 0
 	for _, k := range keys {
 		ev, err := loadNotification(ctx, s, notifyOutboxPrefix+k)
-		if err != nil {
+		var undecodable *undecodableError
+		switch {
+		case errors.As(err, &undecodable):
+			b.logger.Warn("dropping an undecodable undelivered notification", "error", err)
+			b.forgetNotification(s, notifyOutboxPrefix+k)
+			n.dropped.Add(1)
+			continue
+		case err != nil:
 			b.logger.Warn("could not read an undelivered notification", "error", err)
 			continue
-		}
-		if ev == nil {
+		case ev == nil:
 			continue
 		}
 		select {
@@ -104,6 +111,13 @@ func (b *backend) resumeNotifications(s logical.Storage) {
 	}
 }
 
+// undecodableError is an outbox entry that is not an event: it is deleted
+// rather than read again at every start.
+type undecodableError struct{ err error }
+
+func (e *undecodableError) Error() string { return "decoding: " + e.err.Error() }
+func (e *undecodableError) Unwrap() error { return e.err }
+
 // loadNotification reads one outbox entry; nil when it is gone.
 func loadNotification(ctx context.Context, s logical.Storage, key string) (*queuedEvent, error) {
 	entry, err := s.Get(ctx, key)
@@ -112,7 +126,7 @@ func loadNotification(ctx context.Context, s logical.Storage, key string) (*queu
 	}
 	ev := queuedEvent{key: key}
 	if err := entry.DecodeJSON(&ev.notifyEvent); err != nil {
-		return nil, err
+		return nil, &undecodableError{err}
 	}
 	return &ev, nil
 }

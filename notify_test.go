@@ -434,3 +434,23 @@ func TestAStartDoesNotQueueItsOwnEventsTwice(t *testing.T) {
 	next.resumeNotifications(e.storage)
 	require.Equal(t, 2, len(next.notifier.queue))
 }
+
+// TestUndecodableOutboxEntriesAreDropped: an outbox entry that is not an
+// event is deleted and counted at the start, not read again at every one;
+// the events around it are queued.
+func TestUndecodableOutboxEntriesAreDropped(t *testing.T) {
+	e := newTestBackend(t)
+	put := func(key string, value []byte) {
+		require.NoError(t, e.storage.Put(t.Context(), &logical.StorageEntry{Key: notifyOutboxPrefix + key, Value: value}))
+	}
+	put("00000000000000000001-EARLIER-0000000001", []byte(`{"event":"refresh_failed","credential":"a","type":"oauth2"}`))
+	put("00000000000000000002-EARLIER-0000000002", []byte(`not json`))
+	put("00000000000000000003-EARLIER-0000000003", []byte(`{"event":"recovered","credential":"b","type":"oauth2"}`))
+	next := another(t, e)
+	next.resumeNotifications(e.storage)
+	require.Equal(t, 2, len(next.notifier.queue))
+	require.EqualValues(t, 1, next.notifier.dropped.Load())
+	require.Len(t, outbox(t, e), 2, "the undecodable entry is deleted")
+	first, second := <-next.notifier.queue, <-next.notifier.queue
+	require.Equal(t, []string{"a", "b"}, []string{first.Credential, second.Credential})
+}
