@@ -139,13 +139,11 @@ func (b *backend) notify(ctx context.Context, s logical.Storage, event string, c
 	}
 	ev := queuedEvent{notifyEvent: notifyEvent{Event: event, Credential: c.Name, Type: c.Type, Time: b.now().UTC().Format(time.RFC3339), ErrorCode: upstream.SafeCode(errorCode)}}
 	n := &b.notifier
-	if !n.full() {
+	if !n.full() { // a full queue drops the event: no storage write for it
 		ev.key = b.storeNotification(ctx, s, ev.notifyEvent)
-		if n.enqueue(ev) {
-			return
-		}
-	} else {
-		n.dropped.Add(1)
+	}
+	if n.enqueue(ev) {
+		return
 	}
 	b.forgetNotification(s, ev.key)
 	b.logger.Warn("notification queue is full; event dropped", "event", event, "credential", c.Name)

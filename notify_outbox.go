@@ -22,6 +22,12 @@ type queuedEvent struct {
 	key string
 }
 
+// outboxKey is the storage key of an outbox entry: in lexical order, the
+// order the events were stored in (time, then the run's sequence).
+func outboxKey(unixNano int64, run string, seq uint64) string {
+	return fmt.Sprintf("%s%020d-%s-%010d", notifyOutboxPrefix, unixNano, run, seq)
+}
+
 // storeNotification puts ev in the outbox and answers its key, or "" when
 // this node cannot write or the write failed (logged; the event is then
 // only queued).
@@ -30,7 +36,7 @@ func (b *backend) storeNotification(ctx context.Context, s logical.Storage, ev n
 		return ""
 	}
 	n := &b.notifier
-	key := fmt.Sprintf("%s%020d-%s-%010d", notifyOutboxPrefix, b.now().UnixNano(), n.run, n.seq.Add(1))
+	key := outboxKey(b.now().UnixNano(), n.run, n.seq.Add(1))
 	entry, err := jsonEntry(key, ev, true)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), notifyStorageTimeout)

@@ -372,7 +372,7 @@ func TestResumedNotificationsAreBounded(t *testing.T) {
 	e := newTestBackend(t)
 	withNotifications(t, e)
 	for i := range notifyQueueSize + 5 {
-		key := fmt.Sprintf("%s%020d-EARLIER-%010d", notifyOutboxPrefix, i, i)
+		key := outboxKey(int64(i), "EARLIER", uint64(i))
 		entry, err := jsonEntry(key, notifyEvent{Event: eventRefreshFailed, Credential: fmt.Sprintf("c%d", i), Type: "oauth2"}, true)
 		require.NoError(t, err)
 		require.NoError(t, e.storage.Put(t.Context(), entry))
@@ -440,12 +440,14 @@ func TestAStartDoesNotQueueItsOwnEventsTwice(t *testing.T) {
 // the events around it are queued.
 func TestUndecodableOutboxEntriesAreDropped(t *testing.T) {
 	e := newTestBackend(t)
-	put := func(key string, value []byte) {
-		require.NoError(t, e.storage.Put(t.Context(), &logical.StorageEntry{Key: notifyOutboxPrefix + key, Value: value}))
+	for i, value := range []string{
+		`{"event":"refresh_failed","credential":"a","type":"oauth2"}`,
+		`not json`,
+		`{"event":"recovered","credential":"b","type":"oauth2"}`,
+	} {
+		key := outboxKey(int64(i+1), "EARLIER", uint64(i+1))
+		require.NoError(t, e.storage.Put(t.Context(), &logical.StorageEntry{Key: key, Value: []byte(value)}))
 	}
-	put("00000000000000000001-EARLIER-0000000001", []byte(`{"event":"refresh_failed","credential":"a","type":"oauth2"}`))
-	put("00000000000000000002-EARLIER-0000000002", []byte(`not json`))
-	put("00000000000000000003-EARLIER-0000000003", []byte(`{"event":"recovered","credential":"b","type":"oauth2"}`))
 	next := another(t, e)
 	next.resumeNotifications(e.storage)
 	require.Equal(t, 2, len(next.notifier.queue))
