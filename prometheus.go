@@ -191,7 +191,7 @@ var (
 	descAuditFailing = prometheus.NewDesc("nebula_audit_write_failing",
 		"1 when the last write of audit events to storage failed, else 0.", nil, nil)
 	descNotifications = prometheus.NewDesc("nebula_notifications_total",
-		"Notification events (config notify_url) since the plugin started, by outcome: sent, failed (not delivered after its retries), dropped (the queue was full).", []string{"outcome"}, nil)
+		"Notification events (config notify_url) since the plugin started, by outcome: sent, failed (not delivered after its retries), dropped (a full queue, more left undelivered than a start could queue, an undecodable one, or one held only in memory lost at a stop).", []string{"outcome"}, nil)
 	descNotificationsPending = prometheus.NewDesc("nebula_notifications_pending",
 		"Notification events queued on this node, not yet delivered.", nil, nil)
 	descNeedsReconnect = prometheus.NewDesc("nebula_needs_reconnect_marked_total",

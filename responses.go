@@ -237,7 +237,7 @@ var metricsResponses = map[int][]framework.Response{http.StatusOK: {
 		// Notifications and dead grants (notify.go, reconnect.go).
 		"notifications_sent":     always(framework.TypeInt64, "Notification events delivered."),
 		"notifications_failed":   always(framework.TypeInt64, "Notification events not delivered after their retries."),
-		"notifications_dropped":  always(framework.TypeInt64, "Notification events dropped because the queue was full."),
+		"notifications_dropped":  always(framework.TypeInt64, "Notification events dropped: the queue was full, more than the queue could hold were left undelivered at a start, an undelivered one could not be decoded, or one held only in memory was lost at a stop."),
 		"notifications_pending":  always(framework.TypeInt, "Notification events queued, not yet delivered."),
 		"needs_reconnect_marked": always(framework.TypeInt64, "Credentials this node marked needs_reconnect."),
 	}},
